@@ -1,0 +1,271 @@
+//! Configuration read once from the environment at start-up.
+//!
+//! Every problem is a [`ConfigError`] that names the variable, so that a bad
+//! deployment fails its first cold start with a log line saying what to fix,
+//! instead of failing requests one by one.
+
+use std::collections::BTreeSet;
+use std::time::Duration;
+
+use crate::tables::TableCatalog;
+
+/// A missing or invalid environment variable.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+#[error("invalid configuration in {variable}: {message}")]
+pub struct ConfigError {
+    /// The environment variable at fault.
+    pub variable: &'static str,
+    pub message: String,
+}
+
+impl ConfigError {
+    pub(crate) fn new(variable: &'static str, message: impl Into<String>) -> Self {
+        Self {
+            variable,
+            message: message.into(),
+        }
+    }
+}
+
+/// Everything the handler needs besides the DynamoDB client.
+#[derive(Debug, Clone)]
+pub struct Config {
+    pub tables: TableCatalog,
+    pub auth: AuthConfig,
+    pub retry: RetryPolicy,
+}
+
+/// Settings of the identity and policy steps, with AgentOS's defaults.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct AuthConfig {
+    /// The claim that carries the caller's user id (AUTH_USER_ID_CLAIM, default `sub`).
+    pub user_id_claim: String,
+    /// The scope that makes a caller an admin (AUTH_ADMIN_SCOPE, default `agent_os:admin`).
+    pub admin_scope: String,
+    /// The Cognito groups that make a caller an admin (AUTH_ADMIN_GROUPS, default `admin`).
+    pub admin_groups: BTreeSet<String>,
+    /// Whether callers with claims are scoped to their own user id (AUTH_USER_ISOLATION, default true).
+    pub user_isolation: bool,
+    /// Scopes that every scoped caller must hold (AUTH_REQUIRED_SCOPES, default none).
+    pub required_scopes: BTreeSet<String>,
+    /// Whether a request without any identity acts unscoped (AUTH_ALLOW_ANONYMOUS, default false).
+    /// A local-development switch only.
+    pub allow_anonymous: bool,
+}
+
+impl Default for AuthConfig {
+    fn default() -> Self {
+        Self {
+            user_id_claim: "sub".to_owned(),
+            admin_scope: "agent_os:admin".to_owned(),
+            admin_groups: BTreeSet::from(["admin".to_owned()]),
+            user_isolation: true,
+            required_scopes: BTreeSet::new(),
+            allow_anonymous: false,
+        }
+    }
+}
+
+/// Backoff for the UnprocessedItems that BatchWriteItem hands back.
+///
+/// The delay before retry `n` (counting from 0) is drawn uniformly from
+/// `0..=min(max_delay, base_delay * 2^n)`: exponential backoff with full
+/// jitter, which spreads out retries that a throttled partition would otherwise
+/// receive in lockstep.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct RetryPolicy {
+    /// Maximum number of BatchWriteItem calls for one batch, the first included.
+    pub max_attempts: u32,
+    pub base_delay: Duration,
+    pub max_delay: Duration,
+}
+
+impl Default for RetryPolicy {
+    /// Ten attempts sleep at most about 9 s in all, which leaves room inside
+    /// the 25 s function timeout of the SAM template.
+    fn default() -> Self {
+        Self {
+            max_attempts: 10,
+            base_delay: Duration::from_millis(25),
+            max_delay: Duration::from_secs(2),
+        }
+    }
+}
+
+impl RetryPolicy {
+    /// Returns the delay before retry `retry` (0 for the first retry), with full jitter.
+    pub fn backoff(&self, retry: u32) -> Duration {
+        let ceiling = self
+            .base_delay
+            .saturating_mul(2u32.saturating_pow(retry))
+            .min(self.max_delay);
+        let ceiling_micros = u64::try_from(ceiling.as_micros()).unwrap_or(u64::MAX);
+
+        Duration::from_micros(fastrand::u64(0..=ceiling_micros))
+    }
+}
+
+impl Config {
+    /// Reads the configuration from the process environment.
+    pub fn from_env() -> Result<Self, ConfigError> {
+        Self::from_lookup(|name| std::env::var(name).ok())
+    }
+
+    /// Reads the configuration through `lookup`, which returns a variable's value if it is set.
+    pub fn from_lookup(lookup: impl Fn(&str) -> Option<String>) -> Result<Self, ConfigError> {
+        let tables = TableCatalog::from_env_values(
+            lookup("LEARNINGS_TABLE").as_deref(),
+            lookup("LEARNINGS_DATABASES").as_deref(),
+        )?;
+
+        let defaults = AuthConfig::default();
+        let auth = AuthConfig {
+            user_id_claim: read_name(&lookup, "AUTH_USER_ID_CLAIM")?
+                .unwrap_or(defaults.user_id_claim),
+            admin_scope: read_name(&lookup, "AUTH_ADMIN_SCOPE")?.unwrap_or(defaults.admin_scope),
+            admin_groups: read_list(&lookup, "AUTH_ADMIN_GROUPS")?.unwrap_or(defaults.admin_groups),
+            user_isolation: read_bool(&lookup, "AUTH_USER_ISOLATION")?
+                .unwrap_or(defaults.user_isolation),
+            required_scopes: read_list(&lookup, "AUTH_REQUIRED_SCOPES")?.unwrap_or_default(),
+            allow_anonymous: read_bool(&lookup, "AUTH_ALLOW_ANONYMOUS")?.unwrap_or(false),
+        };
+
+        Ok(Self {
+            tables,
+            auth,
+            retry: RetryPolicy::default(),
+        })
+    }
+}
+
+/// Reads a single name, such as a claim or scope. Set but blank is an error,
+/// because it would silently match nothing.
+fn read_name(
+    lookup: &impl Fn(&str) -> Option<String>,
+    variable: &'static str,
+) -> Result<Option<String>, ConfigError> {
+    match lookup(variable) {
+        None => Ok(None),
+        Some(value) if value.trim().is_empty() => {
+            Err(ConfigError::new(variable, "must not be empty"))
+        }
+        Some(value) => Ok(Some(value.trim().to_owned())),
+    }
+}
+
+/// Reads a comma-separated list. An empty value means an empty list.
+fn read_list(
+    lookup: &impl Fn(&str) -> Option<String>,
+    variable: &'static str,
+) -> Result<Option<BTreeSet<String>>, ConfigError> {
+    let Some(value) = lookup(variable) else {
+        return Ok(None);
+    };
+
+    let items = value
+        .split(',')
+        .map(str::trim)
+        .filter(|item| !item.is_empty())
+        .map(str::to_owned)
+        .collect();
+    Ok(Some(items))
+}
+
+fn read_bool(
+    lookup: &impl Fn(&str) -> Option<String>,
+    variable: &'static str,
+) -> Result<Option<bool>, ConfigError> {
+    let Some(value) = lookup(variable) else {
+        return Ok(None);
+    };
+
+    match value.trim().to_ascii_lowercase().as_str() {
+        "true" | "1" | "yes" => Ok(Some(true)),
+        "false" | "0" | "no" => Ok(Some(false)),
+        _ => Err(ConfigError::new(
+            variable,
+            format!("expected true or false, got '{}'", value.trim()),
+        )),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use std::collections::HashMap;
+
+    use super::*;
+
+    fn config_from(pairs: &[(&str, &str)]) -> Result<Config, ConfigError> {
+        let env: HashMap<String, String> = pairs
+            .iter()
+            .map(|(name, value)| ((*name).to_owned(), (*value).to_owned()))
+            .collect();
+        Config::from_lookup(|name| env.get(name).cloned())
+    }
+
+    #[test]
+    fn defaults_follow_agentos() {
+        let config = config_from(&[("LEARNINGS_TABLE", "agno_learnings")]).unwrap();
+
+        assert_eq!(config.auth, AuthConfig::default());
+        assert_eq!(config.auth.user_id_claim, "sub");
+        assert_eq!(config.auth.admin_scope, "agent_os:admin");
+        assert!(config.auth.user_isolation);
+        assert!(!config.auth.allow_anonymous);
+    }
+
+    #[test]
+    fn admin_groups_split_on_commas() {
+        let config = config_from(&[
+            ("LEARNINGS_TABLE", "agno_learnings"),
+            ("AUTH_ADMIN_GROUPS", "admin, ops ,,support"),
+        ])
+        .unwrap();
+
+        let expected: BTreeSet<String> = ["admin", "ops", "support"].map(String::from).into();
+        assert_eq!(config.auth.admin_groups, expected);
+    }
+
+    #[test]
+    fn invalid_boolean_names_variable() {
+        let error = config_from(&[
+            ("LEARNINGS_TABLE", "agno_learnings"),
+            ("AUTH_USER_ISOLATION", "maybe"),
+        ])
+        .unwrap_err();
+
+        assert_eq!(error.variable, "AUTH_USER_ISOLATION");
+        assert!(error.to_string().contains("maybe"));
+    }
+
+    #[test]
+    fn blank_claim_name_is_rejected() {
+        let error = config_from(&[
+            ("LEARNINGS_TABLE", "agno_learnings"),
+            ("AUTH_USER_ID_CLAIM", "  "),
+        ])
+        .unwrap_err();
+
+        assert_eq!(error.variable, "AUTH_USER_ID_CLAIM");
+    }
+
+    #[test]
+    fn missing_table_names_variable() {
+        let error = config_from(&[]).unwrap_err();
+
+        assert_eq!(error.variable, "LEARNINGS_TABLE");
+    }
+
+    #[test]
+    fn backoff_stays_under_ceiling() {
+        let policy = RetryPolicy::default();
+
+        for retry in 0..40 {
+            let ceiling = policy
+                .base_delay
+                .saturating_mul(2u32.saturating_pow(retry))
+                .min(policy.max_delay);
+            assert!(policy.backoff(retry) <= ceiling, "retry {retry}");
+        }
+    }
+}

@@ -1,0 +1,46 @@
+//! Lambda bootstrap: reads the configuration, builds the DynamoDB client once,
+//! and hands each event to the handler.
+
+use delete_learning_user::config::Config;
+use delete_learning_user::handler::{self, App};
+use delete_learning_user::telemetry;
+use lambda_runtime::{Error, LambdaEvent, service_fn};
+use serde_json::Value;
+
+#[tokio::main(flavor = "current_thread")]
+async fn main() -> Result<(), Error> {
+    telemetry::init();
+
+    let config = match Config::from_env() {
+        Ok(config) => config,
+        Err(error) => {
+            tracing::error!(variable = error.variable, error = %error, "invalid configuration; the function cannot start");
+            return Err(error.into());
+        }
+    };
+
+    if config.auth.allow_anonymous {
+        tracing::warn!(
+            "AUTH_ALLOW_ANONYMOUS is on: requests without an authorizer identity may delete any user's learnings; use it for local development only"
+        );
+    }
+    tracing::info!(tables = ?config.tables.all_tables(), "configuration loaded");
+
+    // Credentials and region come from the Lambda environment, and an
+    // AWS_ENDPOINT_URL_DYNAMODB variable redirects the client to a local server.
+    let sdk_config = aws_config::load_from_env().await;
+    let app = App {
+        config,
+        dynamodb: aws_sdk_dynamodb::Client::new(&sdk_config),
+    };
+
+    lambda_runtime::run(service_fn(|event: LambdaEvent<Value>| {
+        let app = &app;
+        async move {
+            Ok::<Value, Error>(
+                handler::handle(app, &event.payload, &event.context.request_id).await,
+            )
+        }
+    }))
+    .await
+}
