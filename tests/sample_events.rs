@@ -1,0 +1,79 @@
+//! Every sample event in events/ runs through the handler against dynalite
+//! and gets the status recorded for it in events/expected.json.
+
+mod support;
+
+use std::collections::BTreeMap;
+
+use support::*;
+
+/// The learnings that the demo seeds, which the sample events target.
+const DEMO_LEARNINGS: &[(&str, &str)] = &[
+    ("user-a", "user_profile"),
+    ("user-a", "user_memory"),
+    ("user-a", "entity_memory#acme"),
+    ("user-a", "entity_memory#globex"),
+    ("user-a", "session_context"),
+    ("user-a", "decision_log#2026-11-30-001"),
+    ("user-b", "user_profile"),
+    ("user-b", "user_memory"),
+    ("user-b", "learned_knowledge#k1"),
+    ("idp|user-c", "user_profile"),
+    ("idp|user-c", "user_memory"),
+    ("user-d", "user_profile"),
+    ("user-d", "user_memory"),
+    ("user-d", "entity_memory"),
+    ("user-d", "entity_memory#acme"),
+    ("user-d", "entity_memory_v2#acme"),
+    ("user-e", "user_profile"),
+    ("user-e", "decision_log#d1"),
+    ("user-e", "decision_log#d2"),
+    ("user-f", "user_profile"),
+];
+
+fn expected_statuses() -> BTreeMap<String, u64> {
+    let expected = read_json(&repository_root().join("events/expected.json"));
+    serde_json::from_value(expected).expect("events/expected.json maps file names to statuses")
+}
+
+#[test]
+fn every_event_has_an_expected_status() {
+    let expected = expected_statuses();
+    let mut files: Vec<String> = std::fs::read_dir(repository_root().join("events"))
+        .unwrap()
+        .map(|entry| entry.unwrap().file_name().to_string_lossy().into_owned())
+        .filter(|name| name.ends_with(".json") && name != "expected.json")
+        .collect();
+    files.sort();
+
+    assert!(!files.is_empty());
+    assert_eq!(files, expected.keys().cloned().collect::<Vec<_>>());
+}
+
+#[tokio::test]
+async fn sample_events_get_recorded_status() {
+    let client = dynamodb_client();
+    let table = unique_table_name("samples");
+    create_table(&client, &table).await;
+    put_learnings(&client, &table, DEMO_LEARNINGS, 200).await;
+    let before = snapshot(&client, &table).await;
+    let app = app_for_table(client.clone(), &table);
+
+    // The events target different users, so their order does not matter.
+    for (file, expected) in expected_statuses() {
+        let event = read_json(&repository_root().join("events").join(&file));
+        let response = invoke(&app, &event).await;
+        assert_eq!(status_of(&response), expected, "{file}: {response}");
+    }
+
+    let after = snapshot(&client, &table).await;
+    let erased = ["user-a", "user-b", "idp|user-c", "user-e"];
+    let user_d_kept = ["user_profile", "user_memory", "entity_memory_v2#acme"];
+    assert_eq!(
+        after,
+        filtered(&before, |user_id, sort_key| {
+            !erased.contains(&user_id) && (user_id != "user-d" || user_d_kept.contains(&sort_key))
+        })
+    );
+    assert_eq!(sort_keys_of(&after, "user-f"), ["user_profile"]);
+}
