@@ -2,6 +2,8 @@
 //! real-shaped API Gateway events.
 #![allow(dead_code)] // Each test binary uses its own subset of these helpers.
 
+pub mod runtime_api;
+
 use std::collections::{BTreeMap, HashMap};
 use std::io::{BufRead, BufReader};
 use std::path::{Path, PathBuf};

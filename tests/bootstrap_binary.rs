@@ -1,0 +1,143 @@
+//! The real `bootstrap` binary, run against a local Runtime API and dynalite,
+//! configured only through its environment as Lambda would configure it.
+
+mod support;
+
+use std::io::Read;
+use std::process::{Child, Command, Stdio};
+use std::time::{Duration, Instant};
+
+use serde_json::{Value, json};
+use support::runtime_api::{Outcome, RuntimeApi};
+use support::*;
+
+/// Starts the binary with the environment Lambda gives a function, plus `extra`.
+fn start_bootstrap(runtime_api: &RuntimeApi, extra: &[(&str, &str)]) -> Child {
+    let mut command = Command::new(env!("CARGO_BIN_EXE_bootstrap"));
+    command
+        .env_clear()
+        .env("AWS_LAMBDA_RUNTIME_API", &runtime_api.address)
+        .env("AWS_LAMBDA_FUNCTION_NAME", "delete-learning-user")
+        .env("AWS_LAMBDA_FUNCTION_VERSION", "$LATEST")
+        .env("AWS_LAMBDA_FUNCTION_MEMORY_SIZE", "256")
+        .env("AWS_LAMBDA_LOG_FORMAT", "JSON")
+        .env("AWS_REGION", "us-east-1")
+        .env("AWS_ACCESS_KEY_ID", "test")
+        .env("AWS_SECRET_ACCESS_KEY", "test")
+        .env("AWS_EC2_METADATA_DISABLED", "true")
+        .env("AWS_ENDPOINT_URL_DYNAMODB", &dynalite().endpoint)
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped());
+    for (name, value) in extra {
+        command.env(name, value);
+    }
+    command.spawn().expect("start the bootstrap binary")
+}
+
+/// Stops the binary and returns everything it wrote to stdout and stderr.
+fn stop_and_collect_output(mut child: Child) -> String {
+    let _ = child.kill();
+    let _ = child.wait();
+    let mut output = String::new();
+    child
+        .stdout
+        .take()
+        .unwrap()
+        .read_to_string(&mut output)
+        .unwrap();
+    child
+        .stderr
+        .take()
+        .unwrap()
+        .read_to_string(&mut output)
+        .unwrap();
+    output
+}
+
+#[tokio::test]
+async fn binary_serves_sample_events() {
+    let client = dynamodb_client();
+    let table = unique_table_name("binary");
+    create_table(&client, &table).await;
+    put_learnings(
+        &client,
+        &table,
+        &[
+            ("user-a", "user_profile"),
+            ("user-a", "entity_memory#acme"),
+            ("user-f", "user_profile"),
+        ],
+        100,
+    )
+    .await;
+    let runtime_api = RuntimeApi::start();
+    let bootstrap = start_bootstrap(&runtime_api, &[("LEARNINGS_TABLE", &table)]);
+
+    runtime_api.push_event(
+        "request-self",
+        read_json(&repository_root().join("events/http-api-self.json")),
+    );
+    runtime_api.push_event(
+        "request-other",
+        read_json(&repository_root().join("events/http-api-other-user.json")),
+    );
+    runtime_api.push_event("request-garbage", json!({"not": "an http event"}));
+    let outcomes = runtime_api.wait_for_outcomes(3, Duration::from_secs(60));
+    let output = stop_and_collect_output(bootstrap);
+
+    let statuses: Vec<(String, u64)> = outcomes
+        .iter()
+        .map(|(request_id, outcome)| match outcome {
+            Outcome::Response(response) => (request_id.clone(), status_of(response)),
+            Outcome::Error(error) => panic!("invocation error for {request_id}: {error}"),
+        })
+        .collect();
+    assert_eq!(
+        statuses,
+        [
+            ("request-self".to_owned(), 204),
+            ("request-other".to_owned(), 403),
+            ("request-garbage".to_owned(), 400)
+        ]
+    );
+    let after = snapshot(&client, &table).await;
+    assert_eq!(
+        after.keys().cloned().collect::<Vec<_>>(),
+        [("user-f".to_owned(), "user_profile".to_owned())]
+    );
+
+    let request_lines: Vec<Value> = output
+        .lines()
+        .filter_map(|line| serde_json::from_str::<Value>(line).ok())
+        .filter(|line| line.get("status").is_some())
+        .collect();
+    assert_eq!(request_lines.len(), 3, "{output}");
+    assert_eq!(request_lines[0]["request_id"], "request-self");
+    assert_eq!(request_lines[0]["caller"], "self");
+    assert_eq!(request_lines[0]["deleted"], 2);
+    assert_eq!(request_lines[0]["status"], 204);
+    assert_eq!(request_lines[1]["error_code"], "FORBIDDEN");
+    assert!(!output.to_lowercase().contains("authorization"), "{output}");
+}
+
+#[test]
+fn missing_table_variable_stops_start_up() {
+    let runtime_api = RuntimeApi::start();
+    let mut bootstrap = start_bootstrap(&runtime_api, &[]);
+
+    let started = Instant::now();
+    let status = loop {
+        if let Some(status) = bootstrap.try_wait().unwrap() {
+            break status;
+        }
+        assert!(
+            started.elapsed() < Duration::from_secs(30),
+            "bootstrap kept running without LEARNINGS_TABLE"
+        );
+        std::thread::sleep(Duration::from_millis(20));
+    };
+    let output = stop_and_collect_output(bootstrap);
+
+    assert!(!status.success());
+    assert!(output.contains("LEARNINGS_TABLE"), "{output}");
+}
