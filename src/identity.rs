@@ -91,12 +91,17 @@ pub fn caller_from_context(
             ));
         }
 
+        // HTTP APIs with payload format 1.0 deliver JWT claims here too, with `scopes` beside them.
         if let Some(claims) = authorizer.get("claims") {
             let claims = claims.as_object();
+            let scopes = authorizer
+                .get("scopes")
+                .map(string_list)
+                .unwrap_or_default();
             return Some(claims_caller(
                 AuthorizerKind::CognitoUserPool,
                 claims,
-                Vec::new(),
+                scopes,
                 user_id_claim,
             ));
         }
@@ -275,6 +280,14 @@ mod tests {
         assert_eq!(claims.authorizer, AuthorizerKind::CognitoUserPool);
         assert_eq!(claims.user_id.as_deref(), Some("idp|user-c"));
         assert_eq!(claims.groups, set(&["admin", "users"]));
+    }
+
+    #[test]
+    fn payload_v1_jwt_scopes_are_read() {
+        let claims =
+            claims(json!({"authorizer": {"claims": {"sub": "ops"}, "scopes": ["agent_os:admin"]}}));
+
+        assert_eq!(claims.scopes, set(&["agent_os:admin"]));
     }
 
     #[test]
