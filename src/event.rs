@@ -42,7 +42,7 @@ impl FrontEnd {
     }
 }
 
-/// Where the path names the user, with the value decoded once.
+/// The target named by the path, with the user id decoded once.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub enum PathTarget {
     /// The path is `/learnings/users/{user_id}`. The value is an error when its
@@ -255,7 +255,7 @@ fn read_parameter_maps(event: &Map<String, Value>, encoded: bool) -> Vec<QueryPa
 
 /// Reads HTTP API 2.0 `queryStringParameters`, where API Gateway joins
 /// repeated values with commas. Only used when `rawQueryString` is missing,
-/// because a comma inside one value cannot be told apart from a repetition.
+/// because a comma inside one value cannot be distinguished from a repetition.
 fn read_comma_joined(parameters: Option<&Value>) -> Vec<QueryParam> {
     parameters
         .and_then(Value::as_object)

@@ -15,7 +15,7 @@ use crate::policy::{self, CallerKind};
 use crate::request;
 use crate::store::{self, DeletionReport, DeletionScope};
 
-/// What the handler needs, built once per cold start.
+/// The handler's dependencies, built once per cold start.
 #[derive(Debug, Clone)]
 pub struct App {
     pub config: Config,

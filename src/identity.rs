@@ -46,7 +46,7 @@ pub enum Caller {
     Anonymous,
 }
 
-/// What the policy needs from a caller's claims.
+/// The parts of a caller's claims that the policy reads.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct Claims {
     pub authorizer: AuthorizerKind,

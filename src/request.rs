@@ -11,7 +11,7 @@ use crate::event::{HttpEvent, PathTarget, QueryParam};
 /// DynamoDB's maximum size of a partition key value, in bytes of UTF-8.
 pub const MAX_USER_ID_BYTES: usize = 2048;
 
-/// The longest learning type accepted, in bytes of UTF-8.
+/// The maximum length of a learning type, in bytes of UTF-8.
 pub const MAX_LEARNING_TYPE_BYTES: usize = 255;
 
 /// The separator between a learning type and a record id in the sort key

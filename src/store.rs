@@ -43,7 +43,7 @@ pub enum StoreError {
     MalformedKey,
 }
 
-/// Which items to delete: the user's whole partition, or one learning type of it.
+/// The items to delete: the user's whole partition, or one learning type of it.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub struct DeletionScope<'a> {
     pub table: &'a str,
@@ -51,7 +51,7 @@ pub struct DeletionScope<'a> {
     pub learning_type: Option<&'a str>,
 }
 
-/// What a deletion did, complete or not.
+/// The counts of a deletion, complete or not.
 #[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
 pub struct DeletionReport {
     /// Items that BatchWriteItem confirmed deleted.
@@ -68,7 +68,7 @@ pub struct DeletionReport {
 #[derive(Debug, thiserror::Error)]
 #[error("deletion stopped after {} deleted items", report.deleted)]
 pub struct DeletionError {
-    /// What had been done before the failure.
+    /// The counts up to the failure.
     pub report: DeletionReport,
     #[source]
     pub source: StoreError,
@@ -137,7 +137,7 @@ async fn delete_pages(
             }
         }
 
-        // One Query page stops at 1 MB of data; LastEvaluatedKey says where to go on.
+        // One Query page stops at 1 MB of data, and LastEvaluatedKey marks where the next starts.
         match page.last_evaluated_key {
             Some(last_key) if !last_key.is_empty() => start_key = Some(last_key),
             _ => break,

@@ -20,8 +20,8 @@ const TABLE: &str = "agno_learnings";
 
 const THROTTLED: &str = r#"{"__type":"com.amazonaws.dynamodb.v20120810#ProvisionedThroughputExceededException","message":"The level of configured provisioned throughput for the table was exceeded."}"#;
 
-/// A client whose calls only the given rules answer, with the SDK's standard
-/// retries (3 attempts) and millisecond backoff.
+/// Builds a client whose calls only the given rules serve, with the SDK's
+/// standard retries (3 attempts) and millisecond backoff.
 fn mocked_client(rules: &[&Rule]) -> Client {
     mock_client!(aws_sdk_dynamodb, RuleMode::MatchAny, rules, |config| {
         config.retry_config(

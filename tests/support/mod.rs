@@ -287,7 +287,7 @@ pub fn app_with(client: Client, tables: TableCatalog, auth: AuthConfig) -> App {
     }
 }
 
-/// A retry policy with millisecond backoff, so retry tests stay fast.
+/// Returns a retry policy with millisecond backoff, so retry tests stay fast.
 pub fn fast_retry() -> RetryPolicy {
     RetryPolicy {
         max_attempts: 4,
@@ -316,7 +316,7 @@ pub fn error_body(response: &Value) -> Value {
     serde_json::from_str(body).unwrap_or_else(|error| panic!("body is not JSON ({error}): {body}"))
 }
 
-/// An HTTP API (payload 2.0) event from a JWT authorizer with these claims.
+/// Builds an HTTP API (payload 2.0) event from a JWT authorizer with these claims.
 /// Every claim value must be a string, as API Gateway delivers them.
 pub fn http_api_event(
     raw_path: &str,
@@ -374,7 +374,7 @@ pub fn http_api_event(
     })
 }
 
-/// An HTTP API event for `DELETE /learnings/users/{user_id}` by a caller with
+/// Builds an HTTP API event for `DELETE /learnings/users/{user_id}` by a caller with
 /// these claims. The user id must need no percent-encoding.
 pub fn delete_by(claims: Value, user_id: &str, raw_query: &str) -> Value {
     http_api_event(
@@ -385,7 +385,7 @@ pub fn delete_by(claims: Value, user_id: &str, raw_query: &str) -> Value {
     )
 }
 
-/// A REST API proxy event from a Cognito user-pool authorizer. `encoded_user_id`
+/// Builds a REST API proxy event from a Cognito user-pool authorizer. `encoded_user_id`
 /// is the path parameter as REST delivers it, still percent-encoded.
 pub fn rest_api_event(encoded_user_id: &str, claims: Value) -> Value {
     let path = format!("/learnings/users/{encoded_user_id}");
