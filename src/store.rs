@@ -204,7 +204,8 @@ async fn write_batch(
     let mut attempt: u32 = 0;
 
     loop {
-        let sent = requests.len();
+        let sent = requests.clone();
+        let sent_count = sent.len();
         let output = client
             .batch_write_item()
             .request_items(table, requests)
@@ -217,11 +218,17 @@ async fn write_batch(
         report.batches += 1;
         attempt += 1;
 
-        requests = output
+        // Resend only what this call sent, so that a faulty response can never
+        // make the function delete a key that its Query did not return.
+        let unprocessed = output
             .unprocessed_items
             .and_then(|mut unprocessed| unprocessed.remove(table))
             .unwrap_or_default();
-        report.deleted += (sent - requests.len()) as u64;
+        requests = sent
+            .into_iter()
+            .filter(|request| unprocessed.contains(request))
+            .collect();
+        report.deleted += (sent_count - requests.len()) as u64;
 
         if requests.is_empty() {
             return Ok(());

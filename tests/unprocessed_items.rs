@@ -212,3 +212,38 @@ async fn failed_query_deletes_nothing() {
     assert_eq!(query.num_calls(), 3);
     assert_eq!(batch_write.num_calls(), 0);
 }
+
+#[tokio::test]
+async fn foreign_unprocessed_keys_are_not_sent() {
+    let sizes = Arc::new(Mutex::new(Vec::new()));
+    let recorded = sizes.clone();
+    let query = query_returning(2);
+    let batch_write = mock!(Client::batch_write_item).then_compute_output(move |input| {
+        let mut sizes = recorded.lock().unwrap();
+        sizes.push(requests_in(input));
+        if sizes.len() > 1 {
+            return BatchWriteItemOutput::builder().build();
+        }
+
+        // A faulty response names a key of another user that was never sent.
+        let mut unprocessed = input.request_items().unwrap()[TABLE][1..].to_vec();
+        let mut foreign = unprocessed[0].clone();
+        if let Some(delete) = foreign.delete_request.as_mut() {
+            delete
+                .key
+                .insert("user_id".to_owned(), AttributeValue::S("user-b".to_owned()));
+        }
+        unprocessed.push(foreign);
+        BatchWriteItemOutput::builder()
+            .unprocessed_items(TABLE, unprocessed)
+            .build()
+    });
+    let client = mocked_client(&[&query, &batch_write]);
+
+    let report = store::delete_learnings(&client, scope(), &fast_retry())
+        .await
+        .unwrap();
+
+    assert_eq!(*sizes.lock().unwrap(), [2, 1]);
+    assert_eq!(report.deleted, 2);
+}
