@@ -141,6 +141,8 @@ fn read_target(
     if let Some(user_id) = path_parameter {
         let user_id = match front_end {
             FrontEnd::RestApi | FrontEnd::Alb => decode(user_id),
+            // NOTE: payload 1.0 of an HTTP API is taken to decode path
+            // parameters as payload 2.0 does; no live 1.0 event confirmed it.
             FrontEnd::HttpApiV1 | FrontEnd::HttpApiV2 => Ok(user_id.to_owned()),
         };
         return Ok(PathTarget::UserId(user_id));
