@@ -8,6 +8,7 @@ use std::collections::BTreeSet;
 use std::time::Duration;
 
 use crate::tables::TableCatalog;
+use crate::token::TokenConfig;
 
 /// A missing or invalid environment variable.
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
@@ -32,6 +33,8 @@ impl ConfigError {
 pub struct Config {
     pub tables: TableCatalog,
     pub auth: AuthConfig,
+    /// Bearer-token verification, or None when no JWT key source is configured.
+    pub token: Option<TokenConfig>,
     pub retry: RetryPolicy,
 }
 
@@ -133,6 +136,7 @@ impl Config {
         Ok(Self {
             tables,
             auth,
+            token: TokenConfig::from_lookup(&lookup)?,
             retry: RetryPolicy::default(),
         })
     }

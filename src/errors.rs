@@ -6,6 +6,7 @@
 //! log and never reaches the response body.
 
 use crate::store::StoreError;
+use crate::token::TokenError;
 
 /// A failed request, as the client will see it.
 #[derive(Debug, thiserror::Error)]
@@ -34,6 +35,10 @@ pub enum ApiError {
     #[error("validation error: {0}")]
     Validation(String),
 
+    /// The keys to verify a Bearer token could not be fetched. The detail shown to the client is generic.
+    #[error("token verification keys are unavailable")]
+    KeysUnavailable(#[source] TokenError),
+
     /// DynamoDB failed, or left items undeleted. The detail shown to the client is generic.
     #[error("deletion failed after {deleted} deleted learnings")]
     Internal {
@@ -53,7 +58,7 @@ impl ApiError {
             Self::NotFound(_) => 404,
             Self::MethodNotAllowed { .. } => 405,
             Self::Validation(_) => 422,
-            Self::Internal { .. } => 500,
+            Self::KeysUnavailable(_) | Self::Internal { .. } => 500,
         }
     }
 
@@ -66,7 +71,7 @@ impl ApiError {
             Self::NotFound(_) => "NOT_FOUND",
             Self::MethodNotAllowed { .. } => "METHOD_NOT_ALLOWED",
             Self::Validation(_) => "VALIDATION_ERROR",
-            Self::Internal { .. } => "INTERNAL_SERVER_ERROR",
+            Self::KeysUnavailable(_) | Self::Internal { .. } => "INTERNAL_SERVER_ERROR",
         }
     }
 
@@ -82,7 +87,9 @@ impl ApiError {
             | Self::NotFound(detail)
             | Self::Validation(detail) => detail.clone(),
             Self::MethodNotAllowed { .. } => "Method not allowed: use DELETE".to_owned(),
-            Self::Internal { .. } => format!("Internal server error (request id {request_id})"),
+            Self::KeysUnavailable(_) | Self::Internal { .. } => {
+                format!("Internal server error (request id {request_id})")
+            }
         }
     }
 

@@ -60,6 +60,16 @@ pub struct QueryParam {
     pub value: Result<String, Utf8Error>,
 }
 
+/// The Authorization header of a request.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum AuthorizationHeader<'a> {
+    Absent,
+    Single(&'a str),
+    /// Sent more than once. HTTP APIs join repeated headers with commas, which
+    /// a single Bearer token never contains, so a comma counts as a repetition.
+    Multiple,
+}
+
 /// The parts of a Lambda event that this operation reads.
 #[derive(Debug, Clone)]
 pub struct HttpEvent<'a> {
@@ -69,6 +79,7 @@ pub struct HttpEvent<'a> {
     pub query: Vec<QueryParam>,
     /// `requestContext`, which carries the authorizer's identity. None when absent or null.
     pub request_context: Option<&'a Map<String, Value>>,
+    pub authorization: AuthorizationHeader<'a>,
     /// The shape of the response: an ALB target group with multi-value headers
     /// turned on accepts only `multiValueHeaders`.
     pub multi_value_headers: bool,
@@ -106,6 +117,7 @@ impl<'a> HttpEvent<'a> {
             target: read_target(event, front_end, request_context)?,
             query: read_query(event, front_end),
             request_context,
+            authorization: read_authorization(event),
             multi_value_headers: front_end == FrontEnd::Alb
                 && event.get("multiValueHeaders").is_some(),
         })
@@ -176,6 +188,38 @@ fn read_target(
         Some(segment) if !segment.contains('/') => PathTarget::UserId(decode(segment)),
         _ => PathTarget::Other,
     })
+}
+
+/// Reads the Authorization header from `multiValueHeaders` when present, and
+/// from `headers` otherwise. Header names match without regard to case.
+fn read_authorization(event: &Map<String, Value>) -> AuthorizationHeader<'_> {
+    let is_authorization = |name: &String| name.eq_ignore_ascii_case("authorization");
+
+    let values: Vec<&str> = match event.get("multiValueHeaders").and_then(Value::as_object) {
+        Some(headers) => headers
+            .iter()
+            .filter(|(name, _)| is_authorization(name))
+            .flat_map(|(_, values)| match values {
+                Value::Array(values) => values.iter().filter_map(Value::as_str).collect(),
+                Value::String(value) => vec![value.as_str()],
+                _ => Vec::new(),
+            })
+            .collect(),
+        None => event
+            .get("headers")
+            .and_then(Value::as_object)
+            .into_iter()
+            .flatten()
+            .filter(|(name, _)| is_authorization(name))
+            .filter_map(|(_, value)| value.as_str())
+            .collect(),
+    };
+
+    match values.as_slice() {
+        [] => AuthorizationHeader::Absent,
+        [value] if !value.contains(',') => AuthorizationHeader::Single(value),
+        _ => AuthorizationHeader::Multiple,
+    }
 }
 
 fn read_query(event: &Map<String, Value>, front_end: FrontEnd) -> Vec<QueryParam> {
@@ -538,6 +582,35 @@ mod tests {
 
         assert!(matches!(parsed.target, PathTarget::UserId(Err(_))));
         assert!(parsed.query[0].value.is_err());
+    }
+
+    #[test]
+    fn authorization_header_is_read() {
+        let single = json!({"version": "2.0", "rawPath": "/", "headers": {"authorization": "Bearer a.b.c"},
+            "requestContext": {"http": {"method": "DELETE"}}});
+        let joined = json!({"version": "2.0", "rawPath": "/", "headers": {"authorization": "Bearer a.b.c,Bearer d.e.f"},
+            "requestContext": {"http": {"method": "DELETE"}}});
+        let repeated = json!({"httpMethod": "DELETE", "path": "/",
+            "headers": {"Authorization": "Bearer d.e.f"},
+            "multiValueHeaders": {"Authorization": ["Bearer a.b.c", "Bearer d.e.f"]}});
+        let absent = json!({"httpMethod": "DELETE", "path": "/", "headers": null});
+
+        assert_eq!(
+            HttpEvent::parse(&single).unwrap().authorization,
+            AuthorizationHeader::Single("Bearer a.b.c")
+        );
+        assert_eq!(
+            HttpEvent::parse(&joined).unwrap().authorization,
+            AuthorizationHeader::Multiple
+        );
+        assert_eq!(
+            HttpEvent::parse(&repeated).unwrap().authorization,
+            AuthorizationHeader::Multiple
+        );
+        assert_eq!(
+            HttpEvent::parse(&absent).unwrap().authorization,
+            AuthorizationHeader::Absent
+        );
     }
 
     #[test]

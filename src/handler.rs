@@ -7,19 +7,34 @@ use aws_sdk_dynamodb::Client;
 use aws_sdk_dynamodb::error::DisplayErrorContext;
 use serde_json::Value;
 
-use crate::config::{AuthConfig, Config};
+use crate::config::Config;
 use crate::errors::ApiError;
-use crate::event::{FrontEnd, HttpEvent, HttpResponse};
+use crate::event::{AuthorizationHeader, FrontEnd, HttpEvent, HttpResponse};
 use crate::identity::{self, Caller};
 use crate::policy::{self, CallerKind};
 use crate::request;
 use crate::store::{self, DeletionReport, DeletionScope};
+use crate::token::{TokenError, TokenVerifier};
 
 /// The handler's dependencies, built once per cold start.
-#[derive(Debug, Clone)]
+#[derive(Debug)]
 pub struct App {
     pub config: Config,
     pub dynamodb: Client,
+    /// The Bearer-token verifier, when a JWT key source is configured.
+    pub tokens: Option<TokenVerifier>,
+}
+
+impl App {
+    /// Builds the app. It makes no network call: a JWKS URL is fetched on first use.
+    pub fn new(config: Config, dynamodb: Client) -> Self {
+        let tokens = config.token.clone().map(TokenVerifier::new);
+        Self {
+            config,
+            dynamodb,
+            tokens,
+        }
+    }
 }
 
 /// Handles one Lambda event and returns the HTTP response for its front end.
@@ -69,7 +84,7 @@ async fn delete_learning_user(
 
     let user_id = request::route(http)?;
 
-    let caller = authenticate(http, &app.config.auth)?;
+    let caller = authenticate(app, http).await?;
     log.caller_id = caller.caller_id().map(str::to_owned);
 
     let request = request::validate(user_id, &http.query)?;
@@ -105,18 +120,65 @@ async fn delete_learning_user(
     }
 }
 
-/// Reads the caller from the authorizer context.
+/// Reads the caller from the authorizer context, or else from a Bearer token.
+///
+/// An authorizer context always wins, so a Bearer token beside it is ignored
+/// and can never change the identity that API Gateway vouched for. Without a
+/// configured key source, Bearer tokens are not trusted and are ignored too.
 ///
 /// # Errors
-/// 401 when no authorizer shape is present, unless AUTH_ALLOW_ANONYMOUS is on.
-fn authenticate(http: &HttpEvent<'_>, auth: &AuthConfig) -> Result<Caller, ApiError> {
-    match identity::caller_from_context(http.request_context, &auth.user_id_claim) {
-        Some(caller) => Ok(caller),
-        None if auth.allow_anonymous => Ok(Caller::Anonymous),
-        None => Err(ApiError::Unauthenticated(
-            "Unauthenticated access: the request carries no authorizer identity".to_owned(),
-        )),
+/// 401 when no identity is present (unless AUTH_ALLOW_ANONYMOUS is on), or
+/// when the Bearer token is rejected. 500 when a JWKS URL cannot be fetched.
+async fn authenticate(app: &App, http: &HttpEvent<'_>) -> Result<Caller, ApiError> {
+    let auth = &app.config.auth;
+    if let Some(caller) = identity::caller_from_context(http.request_context, &auth.user_id_claim) {
+        return Ok(caller);
     }
+
+    let header = match (&app.tokens, http.authorization) {
+        (Some(verifier), AuthorizationHeader::Single(header)) => Some((verifier, header)),
+        (Some(_), AuthorizationHeader::Multiple) => {
+            return Err(unauthenticated(&TokenError::MultipleHeaders));
+        }
+        _ => None,
+    };
+    let Some((verifier, header)) = header else {
+        if auth.allow_anonymous {
+            return Ok(Caller::Anonymous);
+        }
+        return Err(ApiError::Unauthenticated(
+            "Unauthenticated access: the request carries no authorizer identity or Bearer token"
+                .to_owned(),
+        ));
+    };
+
+    let token = bearer_token(header).map_err(|error| unauthenticated(&error))?;
+    match verifier.verify(token).await {
+        Ok(claims) => Ok(identity::caller_from_token_claims(
+            &claims,
+            &auth.user_id_claim,
+        )),
+        Err(error @ TokenError::KeysUnavailable(_)) => Err(ApiError::KeysUnavailable(error)),
+        Err(error) => Err(unauthenticated(&error)),
+    }
+}
+
+/// Returns the token of an `Authorization: Bearer <token>` header value.
+fn bearer_token(header: &str) -> Result<&str, TokenError> {
+    let (scheme, token) = header.trim().split_once(' ').ok_or(TokenError::NotBearer)?;
+    if !scheme.eq_ignore_ascii_case("bearer") {
+        return Err(TokenError::NotBearer);
+    }
+
+    let token = token.trim();
+    if token.is_empty() || token.contains(char::is_whitespace) {
+        return Err(TokenError::Malformed);
+    }
+    Ok(token)
+}
+
+fn unauthenticated(error: &TokenError) -> ApiError {
+    ApiError::Unauthenticated(error.to_string())
 }
 
 fn error_response(error: &ApiError, request_id: &str) -> HttpResponse {
@@ -183,6 +245,12 @@ impl RequestLog {
 
         match error {
             None => request_line!(tracing::Level::INFO, "learnings deleted"),
+            Some(unavailable @ ApiError::KeysUnavailable(source)) => request_line!(
+                tracing::Level::ERROR,
+                error_code = unavailable.error_code(),
+                error = %source,
+                "token verification keys unavailable"
+            ),
             Some(internal @ ApiError::Internal { source, .. }) => request_line!(
                 tracing::Level::ERROR,
                 error_code = internal.error_code(),

@@ -23,6 +23,8 @@ pub enum AuthorizerKind {
     Jwt,
     CognitoUserPool,
     Lambda,
+    /// A Bearer token that the function verified itself.
+    BearerToken,
 }
 
 impl AuthorizerKind {
@@ -31,6 +33,7 @@ impl AuthorizerKind {
             Self::Jwt => "jwt",
             Self::CognitoUserPool => "cognito_user_pool",
             Self::Lambda => "lambda",
+            Self::BearerToken => "bearer_token",
         }
     }
 }
@@ -144,6 +147,17 @@ pub fn caller_from_context(
     })
 }
 
+/// Builds the caller of a verified Bearer token, read with the same claim
+/// names as an authorizer's claims.
+pub fn caller_from_token_claims(claims: &Map<String, Value>, user_id_claim: &str) -> Caller {
+    claims_caller(
+        AuthorizerKind::BearerToken,
+        Some(claims),
+        Vec::new(),
+        user_id_claim,
+    )
+}
+
 fn claims_caller(
     authorizer: AuthorizerKind,
     claims: Option<&Map<String, Value>>,
@@ -199,14 +213,14 @@ pub fn string_list(value: &Value) -> Vec<String> {
 fn split_list_string(text: &str) -> Vec<String> {
     let text = text.trim();
 
-    if text.starts_with('[') {
-        if let Ok(items) = serde_json::from_str::<Vec<String>>(text) {
-            return items
-                .into_iter()
-                .map(|item| item.trim().to_owned())
-                .filter(|item| !item.is_empty())
-                .collect();
-        }
+    if text.starts_with('[')
+        && let Ok(items) = serde_json::from_str::<Vec<String>>(text)
+    {
+        return items
+            .into_iter()
+            .map(|item| item.trim().to_owned())
+            .filter(|item| !item.is_empty())
+            .collect();
     }
 
     let inner = text

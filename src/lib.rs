@@ -15,3 +15,4 @@ pub mod request;
 pub mod store;
 pub mod tables;
 pub mod telemetry;
+pub mod token;

@@ -29,10 +29,7 @@ async fn main() -> Result<(), Error> {
     // Credentials and region come from the Lambda environment, and an
     // AWS_ENDPOINT_URL_DYNAMODB variable redirects the client to a local server.
     let sdk_config = aws_config::load_from_env().await;
-    let app = App {
-        config,
-        dynamodb: aws_sdk_dynamodb::Client::new(&sdk_config),
-    };
+    let app = App::new(config, aws_sdk_dynamodb::Client::new(&sdk_config));
 
     lambda_runtime::run(service_fn(|event: LambdaEvent<Value>| {
         let app = &app;

@@ -2,7 +2,9 @@
 //! real-shaped API Gateway events.
 #![allow(dead_code)] // Each test binary uses its own subset of these helpers.
 
+pub mod jwks_server;
 pub mod runtime_api;
+pub mod tokens;
 
 use std::collections::{BTreeMap, HashMap};
 use std::io::{BufRead, BufReader};
@@ -277,14 +279,15 @@ pub fn app_for_table(client: Client, table: &str) -> App {
 }
 
 pub fn app_with(client: Client, tables: TableCatalog, auth: AuthConfig) -> App {
-    App {
-        config: Config {
+    App::new(
+        Config {
             tables,
             auth,
+            token: None,
             retry: fast_retry(),
         },
-        dynamodb: client,
-    }
+        client,
+    )
 }
 
 /// Returns a retry policy with millisecond backoff, so retry tests stay fast.
