@@ -39,7 +39,8 @@ const DEFAULT_REGION: &str = "us-east-1";
 /// user-d has a bare `entity_memory` item, an `entity_memory` record and a record of the
 /// look-alike type `entity_memory_v2`, so that a deletion of type `entity_memory` can be
 /// checked to keep `entity_memory_v2#acme`.
-/// `idp|user-c` needs percent-encoding in a REST API path.
+/// `idp|user-c` needs percent-encoding in a REST API path. user-g is the target of the
+/// Bearer-token events and of the demo's curl call.
 const DATASET: &[(&str, &[&str])] = &[
     (
         "user-a",
@@ -72,6 +73,10 @@ const DATASET: &[(&str, &[&str])] = &[
         &["user_profile", "decision_log#d1", "decision_log#d2"],
     ),
     ("user-f", &["user_profile"]),
+    (
+        "user-g",
+        &["user_profile", "entity_memory#acme", "entity_memory#globex"],
+    ),
 ];
 
 /// How long `seed` waits for the new table to become ACTIVE.

@@ -20,12 +20,15 @@ readonly STOP_TIMEOUT=10     # seconds for a server to exit before it gets SIGKI
 # The events delete every seeded learning except user-f's, which only the rejected 403 and
 # 401 events target, and user-d's outside the entity_memory type, because user-d's event
 # sends ?learning_type=entity_memory.
+# The Bearer-token events delete user-g's entity_memory learnings, and the curl call after
+# them, through the function URL, deletes the rest.
 readonly EXPECTED_COUNTS="user-a 0
 user-b 0
 idp|user-c 0
 user-d 3
 user-e 0
-user-f 1"
+user-f 1
+user-g 0"
 readonly EXPECTED_KEYS="user-d entity_memory_v2#acme
 user-d user_memory
 user-d user_profile
@@ -78,7 +81,7 @@ stop_process() {
 [[ -x .venv/bin/cargo-lambda ]] || fail ".venv/bin/cargo-lambda not found; run the demo with \`make demo\`, which installs it"
 [[ -f node_modules/dynalite/package.json ]] || fail "node_modules/dynalite not found; run the demo with \`make demo\`, which runs npm ci"
 export PATH="$PWD/.venv/bin:$PATH"
-for tool in node cargo python3 ss pgrep setpriv timeout; do
+for tool in node cargo curl python3 ss pgrep setpriv timeout; do
   command -v "$tool" >/dev/null || fail "$tool not found on PATH; the demo needs it"
 done
 
@@ -87,7 +90,7 @@ done
 # settings would change the statuses that events/expected.json lists for the defaults.
 while read -r name; do
   unset "$name"
-done < <(compgen -e | grep -E '^(AWS_|AUTH_|LEARNINGS_)' || true)
+done < <(compgen -e | grep -E '^(AWS_|AUTH_|JWT_|LEARNINGS_)' || true)
 
 mkdir -p .demo
 work_dir=$(mktemp -d "$PWD/.demo/run.XXXXXX")
@@ -137,8 +140,8 @@ trap 'exit 143' TERM
 # Later the example runs with --quiet, and cargo lambda watch finds the function's debug
 # binary up to date. The two builds are separate because the example also enables the
 # dev-dependencies' features, and the function must be built without them.
-echo "==> Building the table example and the function (debug)"
-cargo build --locked --example learnings_table
+echo "==> Building the table example, the token example and the function (debug)"
+cargo build --locked --example learnings_table --example sign_token
 cargo build --locked --bin bootstrap
 
 table_tool() {
@@ -182,6 +185,9 @@ export AWS_SECRET_ACCESS_KEY=demo
 export AWS_EC2_METADATA_DISABLED=true
 export AWS_CONFIG_FILE=$work_dir/no-aws-config
 export AWS_SHARED_CREDENTIALS_FILE=$work_dir/no-aws-credentials
+# The Bearer-token events and the curl call carry tokens signed by the test-only RSA key.
+JWT_VERIFICATION_KEY=$(cat tests/fixtures/keys/rsa-public.pem)
+export JWT_VERIFICATION_KEY
 
 echo "==> Creating and seeding $TABLE"
 table_tool seed
@@ -301,6 +307,29 @@ for line in "${events[@]}"; do
   counts=$(table_tool count)
   echo "    left: ${counts//$'\n'/, }"
 done
+
+# --- curl through the function URL --------------------------------------------------------
+
+# cargo lambda watch serves the function as a function URL under /lambda-url/<function>/, and
+# turns each HTTP request into a payload 2.0 event with no authorizer, so the function
+# verifies the Bearer token itself.
+echo "==> curl with a Bearer token through the function URL"
+token=$(cargo run --quiet --locked --example sign_token -- user-g)
+function_url=http://127.0.0.1:$watch_port/lambda-url/bootstrap/learnings/users/user-g
+echo "curl -X DELETE -H 'Authorization: Bearer <token for user-g>' $function_url"
+curl_status=$(curl --silent --show-error --max-time "$INVOKE_TIMEOUT" --output "$work_dir/curl.body" \
+  --write-out '%{http_code}' -X DELETE -H "Authorization: Bearer $token" "$function_url" || echo none)
+if [[ $curl_status == 204 ]]; then
+  verdict=ok
+  passed=$((passed + 1))
+else
+  verdict=DIFFERENT
+  failed=$((failed + 1))
+fi
+printf '%-32s expected %s  actual %-4s  %s\n' "curl function URL" 204 "$curl_status" "$verdict"
+[[ $verdict == ok ]] || sed 's/^/    /' "$work_dir/curl.body"
+counts=$(table_tool count)
+echo "    left: ${counts//$'\n'/, }"
 
 # --- Summary -----------------------------------------------------------------------------
 

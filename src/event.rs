@@ -374,6 +374,12 @@ impl HttpResponse {
         };
         response.insert(headers_key.to_owned(), Value::Object(headers));
 
+        // Payload 2.0 responses may set cookies. Some tools that read this
+        // shape, cargo lambda watch among them, require the field.
+        if front_end == Some(FrontEnd::HttpApiV2) {
+            response.insert("cookies".to_owned(), json!([]));
+        }
+
         if front_end == Some(FrontEnd::Alb) {
             response.insert(
                 "statusDescription".to_owned(),
@@ -624,6 +630,20 @@ mod tests {
         ] {
             assert!(HttpEvent::parse(&event).is_err(), "{event}");
         }
+    }
+
+    #[test]
+    fn payload_v2_response_has_cookies() {
+        let response = HttpResponse {
+            status: 204,
+            headers: Vec::new(),
+            body: String::new(),
+        };
+
+        let shaped = response.into_lambda_response(Some(FrontEnd::HttpApiV2), false);
+
+        assert_eq!(shaped["cookies"], json!([]));
+        assert_eq!(shaped["statusCode"], 204);
     }
 
     #[test]

@@ -24,7 +24,11 @@ async fn main() -> Result<(), Error> {
             "AUTH_ALLOW_ANONYMOUS is on: requests without an authorizer identity may delete any user's learnings; use it for local development only"
         );
     }
-    tracing::info!(tables = ?config.tables.all_tables(), "configuration loaded");
+    tracing::info!(
+        tables = ?config.tables.all_tables(),
+        bearer_token_keys = config.token.as_ref().map(|token| token.keys.variable()),
+        "configuration loaded"
+    );
 
     // Credentials and region come from the Lambda environment, and an
     // AWS_ENDPOINT_URL_DYNAMODB variable redirects the client to a local server.

@@ -4,8 +4,8 @@
 //! rules of [`TokenConfig`]: a PEM key or shared secret, a JWKS file or inline
 //! JWKS, or a JWKS URL fetched on first use and cached. The accepted algorithms
 //! come from configuration, never from the token header, and every rejection is
-//! a [`TokenError`] whose message tells the caller what to fix without echoing
-//! the token.
+//! a [`TokenError`] whose message states what to fix without echoing the
+//! token.
 
 use std::collections::BTreeSet;
 use std::str::FromStr;
@@ -21,7 +21,7 @@ use crate::config::ConfigError;
 /// The largest JWKS document accepted from a JWKS URL, in bytes.
 const MAX_JWKS_BYTES: usize = 1024 * 1024;
 
-/// Where the verification keys come from.
+/// The source of the verification keys.
 #[derive(Debug, Clone)]
 pub enum KeySource {
     /// One key from JWT_VERIFICATION_KEY: a PEM public key, or a shared secret for HS*.
@@ -30,6 +30,17 @@ pub enum KeySource {
     KeySet(Vec<Jwk>),
     /// A key set fetched from JWT_JWKS_URL on first use.
     Url(String),
+}
+
+impl KeySource {
+    /// Returns the name of the variable the keys came from, for the start-up log line.
+    pub fn variable(&self) -> &'static str {
+        match self {
+            Self::Static(_) => "JWT_VERIFICATION_KEY",
+            Self::KeySet(_) => "JWT_JWKS_FILE or JWT_JWKS",
+            Self::Url(_) => "JWT_JWKS_URL",
+        }
+    }
 }
 
 /// Verification rules and keys, read from the JWT_* variables.
@@ -50,7 +61,7 @@ pub struct TokenConfig {
     pub refetch_interval: Duration,
 }
 
-/// Why a Bearer token was rejected. The message is the 401 detail.
+/// The reason a Bearer token was rejected. The message is the 401 detail.
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
 pub enum TokenError {
     #[error("Authorization header must use the Bearer scheme")]

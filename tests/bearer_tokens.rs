@@ -93,7 +93,7 @@ impl Fixture {
     }
 }
 
-/// A Lambda function URL request (payload 2.0, no authorizer, no path parameters).
+/// Builds a Lambda function URL request (payload 2.0, no authorizer, no path parameters).
 fn function_url_event(user_id: &str, raw_query: &str, authorization: Option<&str>) -> Value {
     let mut headers =
         json!({"host": "abcdefghij.lambda-url.us-east-1.on.aws", "user-agent": "curl/8.11.1"});
@@ -123,7 +123,7 @@ fn function_url_event(user_id: &str, raw_query: &str, authorization: Option<&str
     })
 }
 
-/// An ALB target-group request with multi-value headers off: the path and
+/// Builds an ALB target-group request with multi-value headers off: the path and
 /// query arrive still percent-encoded.
 fn alb_event(encoded_path: &str, encoded_query: &[(&str, &str)], authorization: &str) -> Value {
     let query: serde_json::Map<String, Value> = encoded_query
@@ -142,7 +142,7 @@ fn alb_event(encoded_path: &str, encoded_query: &[(&str, &str)], authorization: 
     })
 }
 
-/// A REST API request through a route without an authorizer.
+/// Builds a REST API request through a route without an authorizer.
 fn rest_event_without_authorizer(user_id: &str, authorization: &str) -> Value {
     let mut event = rest_api_event(user_id, json!({}));
     event["requestContext"]

@@ -5,6 +5,8 @@ mod support;
 
 use std::collections::BTreeMap;
 
+use delete_learning_user::config::Config;
+use delete_learning_user::handler::App;
 use support::*;
 
 /// The learnings that the demo seeds, which the sample events target.
@@ -29,6 +31,9 @@ const DEMO_LEARNINGS: &[(&str, &str)] = &[
     ("user-e", "decision_log#d1"),
     ("user-e", "decision_log#d2"),
     ("user-f", "user_profile"),
+    ("user-g", "user_profile"),
+    ("user-g", "entity_memory#acme"),
+    ("user-g", "entity_memory#globex"),
 ];
 
 fn expected_statuses() -> BTreeMap<String, u64> {
@@ -57,9 +62,19 @@ async fn sample_events_get_recorded_status() {
     create_table(&client, &table).await;
     put_learnings(&client, &table, DEMO_LEARNINGS, 200).await;
     let before = snapshot(&client, &table).await;
-    let app = app_for_table(client.clone(), &table);
+    // The Bearer-token events carry tokens signed by the test-only RSA key.
+    let public_key = support::tokens::key_pem("rsa-public.pem");
+    let mut config = Config::from_lookup(|name| match name {
+        "LEARNINGS_TABLE" => Some(table.clone()),
+        "JWT_VERIFICATION_KEY" => Some(public_key.clone()),
+        _ => None,
+    })
+    .unwrap();
+    config.retry = fast_retry();
+    let app = App::new(config, client.clone());
 
-    // The events target different users, so their order does not matter.
+    // The events that target the same user send the same request through
+    // different front ends, so their order does not matter either.
     for (file, expected) in expected_statuses() {
         let event = read_json(&repository_root().join("events").join(&file));
         let response = invoke(&app, &event).await;
@@ -72,8 +87,14 @@ async fn sample_events_get_recorded_status() {
     assert_eq!(
         after,
         filtered(&before, |user_id, sort_key| {
-            !erased.contains(&user_id) && (user_id != "user-d" || user_d_kept.contains(&sort_key))
+            let kept_by_type = match user_id {
+                "user-d" => user_d_kept.contains(&sort_key),
+                "user-g" => sort_key == "user_profile",
+                _ => true,
+            };
+            !erased.contains(&user_id) && kept_by_type
         })
     );
     assert_eq!(sort_keys_of(&after, "user-f"), ["user_profile"]);
+    assert_eq!(sort_keys_of(&after, "user-g"), ["user_profile"]);
 }
