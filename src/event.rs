@@ -88,6 +88,10 @@ pub struct HttpEvent<'a> {
 /// The path of this operation, before its one variable segment.
 const ROUTE_PREFIX: &str = "/learnings/users/";
 
+/// The route template of this operation, as API Gateway names it in
+/// `resource` (REST API) and after the method in `routeKey` (HTTP API).
+const ROUTE_TEMPLATE: &str = "/learnings/users/{user_id}";
+
 /// Returned when the event is not an HTTP request of a known front end.
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
 #[error("the event is not an API Gateway, function URL or ALB request")]
@@ -145,11 +149,24 @@ fn read_target(
     front_end: FrontEnd,
     request_context: Option<&Map<String, Value>>,
 ) -> Result<PathTarget, NotAnHttpEvent> {
-    // API Gateway matched the route and extracted the parameter itself.
+    // API Gateway matched this operation's route and extracted the parameter
+    // itself. Another route may name a parameter user_id too, so the route's
+    // template must be this operation's.
+    let route_template = match front_end {
+        FrontEnd::HttpApiV2 => event
+            .get("routeKey")
+            .and_then(Value::as_str)
+            .and_then(|route_key| route_key.split_once(' '))
+            .map(|(_, template)| template),
+        FrontEnd::RestApi | FrontEnd::HttpApiV1 | FrontEnd::Alb => {
+            event.get("resource").and_then(Value::as_str)
+        }
+    };
     let path_parameter = event
         .get("pathParameters")
         .and_then(|parameters| parameters.get("user_id"))
-        .and_then(Value::as_str);
+        .and_then(Value::as_str)
+        .filter(|_| route_template == Some(ROUTE_TEMPLATE));
     if let Some(user_id) = path_parameter {
         let user_id = match front_end {
             FrontEnd::RestApi | FrontEnd::Alb => decode(user_id),
@@ -432,6 +449,7 @@ mod tests {
     fn rest_path_parameter_is_decoded_once() {
         let event = json!({
             "httpMethod": "DELETE",
+            "resource": "/learnings/users/{user_id}",
             "path": "/learnings/users/a%2525b",
             "pathParameters": {"user_id": "a%2525b"},
             "requestContext": {}
@@ -444,6 +462,7 @@ mod tests {
     fn rest_encoded_pipe_is_decoded() {
         let event = json!({
             "httpMethod": "DELETE",
+            "resource": "/learnings/users/{user_id}",
             "pathParameters": {"user_id": "idp%7Cuser-c"},
             "requestContext": {}
         });
@@ -455,6 +474,7 @@ mod tests {
     fn http_api_path_parameter_is_not_decoded_again() {
         let event = json!({
             "version": "2.0",
+            "routeKey": "DELETE /learnings/users/{user_id}",
             "rawPath": "/learnings/users/a%2525b",
             "rawQueryString": "",
             "pathParameters": {"user_id": "a%25b"},
@@ -525,6 +545,45 @@ mod tests {
     }
 
     #[test]
+    fn other_route_with_user_id_is_not_the_route() {
+        let rest = json!({
+            "httpMethod": "DELETE",
+            "resource": "/admin/users/{user_id}",
+            "path": "/admin/users/user-f",
+            "pathParameters": {"user_id": "user-f"},
+            "requestContext": {}
+        });
+        let http_api = json!({
+            "version": "2.0",
+            "routeKey": "DELETE /admin/users/{user_id}",
+            "rawPath": "/admin/users/user-f",
+            "rawQueryString": "",
+            "pathParameters": {"user_id": "user-f"},
+            "requestContext": {"http": {"method": "DELETE"}, "stage": "$default"}
+        });
+
+        assert_eq!(HttpEvent::parse(&rest).unwrap().target, PathTarget::Other);
+        assert_eq!(
+            HttpEvent::parse(&http_api).unwrap().target,
+            PathTarget::Other
+        );
+    }
+
+    #[test]
+    fn any_method_route_key_is_the_route() {
+        let event = json!({
+            "version": "2.0",
+            "routeKey": "ANY /learnings/users/{user_id}",
+            "rawPath": "/prod/learnings/users/a%2525b",
+            "rawQueryString": "",
+            "pathParameters": {"user_id": "a%25b"},
+            "requestContext": {"http": {"method": "DELETE"}, "stage": "prod"}
+        });
+
+        assert_eq!(user_id(&event), "a%25b");
+    }
+
+    #[test]
     fn encoded_slash_stays_in_user_id() {
         let event = json!({
             "version": "2.0",
@@ -566,6 +625,7 @@ mod tests {
     fn rest_multi_value_map_keeps_repetitions() {
         let event = json!({
             "httpMethod": "DELETE",
+            "resource": "/learnings/users/{user_id}",
             "pathParameters": {"user_id": "a"},
             "queryStringParameters": {"db_id": "b"},
             "multiValueQueryStringParameters": {"db_id": ["a", "b"]},

@@ -544,3 +544,21 @@ async fn db_id_and_table_pick_configured_table() {
         [("user-b".to_owned(), "user_profile".to_owned())]
     );
 }
+
+#[tokio::test]
+async fn other_route_with_user_id_gets_404() {
+    let (client, table, before) = seeded_table(TRAPS).await;
+    let app = app_for_table(client.clone(), &table);
+    let admin = json!({"sub": "ops", "cognito:groups": "admin"});
+    let mut rest = rest_api_event("user-b", admin.clone());
+    rest["resource"] = json!("/admin/users/{user_id}");
+    rest["path"] = json!("/admin/users/user-b");
+    let mut http_api = http_api_event("/admin/users/user-b", "", Some("user-b"), Some(admin));
+    http_api["routeKey"] = json!("DELETE /admin/users/{user_id}");
+
+    for event in [rest, http_api] {
+        let response = invoke(&app, &event).await;
+        assert_eq!(status_of(&response), 404, "{event}");
+    }
+    assert_eq!(snapshot(&client, &table).await, before);
+}
