@@ -1,6 +1,9 @@
 //! Logging set-up: one JSON object per line, as Lambda's JSON log format expects.
 
+use tracing::{Level, Metadata};
 use tracing_subscriber::EnvFilter;
+use tracing_subscriber::filter::filter_fn;
+use tracing_subscriber::prelude::*;
 
 /// Installs the global tracing subscriber.
 ///
@@ -13,24 +16,36 @@ pub fn init() {
         .unwrap_or_else(|_| "info".to_owned());
     let filter =
         EnvFilter::try_new(level.to_lowercase()).unwrap_or_else(|_| EnvFilter::new("info"));
+    let without_raw_events = filter_fn(|metadata| !carries_raw_event(metadata));
 
     let text = std::env::var("AWS_LAMBDA_LOG_FORMAT")
         .is_ok_and(|format| format.eq_ignore_ascii_case("text"));
 
-    let builder = tracing_subscriber::fmt()
-        .with_env_filter(filter)
+    // Lambda timestamps every line itself, so the lines carry no time of their own.
+    let layer = tracing_subscriber::fmt::layer()
         .with_target(false)
         .without_time();
-
-    // Lambda timestamps every line itself, so the lines carry no time of their own.
     if text {
-        builder.init();
+        tracing_subscriber::registry()
+            .with(filter)
+            .with(layer.with_ansi(false).with_filter(without_raw_events))
+            .init();
     } else {
-        builder
+        let json = layer
             .json()
             .flatten_event(true)
             .with_current_span(false)
-            .with_span_list(false)
+            .with_span_list(false);
+        tracing_subscriber::registry()
+            .with(filter)
+            .with(json.with_filter(without_raw_events))
             .init();
     }
+}
+
+/// Returns whether an event may contain a whole invocation payload, which
+/// carries the caller's Authorization header. lambda_runtime logs the raw
+/// event at TRACE level, so that level of its targets is never written.
+fn carries_raw_event(metadata: &Metadata<'_>) -> bool {
+    *metadata.level() == Level::TRACE && metadata.target().starts_with("lambda_runtime")
 }

@@ -141,3 +141,32 @@ fn missing_table_variable_stops_start_up() {
     assert!(!status.success());
     assert!(output.contains("LEARNINGS_TABLE"), "{output}");
 }
+
+#[tokio::test]
+async fn trace_logs_never_contain_the_token() {
+    let client = dynamodb_client();
+    let table = unique_table_name("trace");
+    create_table(&client, &table).await;
+    let runtime_api = RuntimeApi::start();
+    let bootstrap = start_bootstrap(
+        &runtime_api,
+        &[
+            ("LEARNINGS_TABLE", &table),
+            ("AWS_LAMBDA_LOG_LEVEL", "TRACE"),
+        ],
+    );
+    let marker = "token-marker-3f9a1c";
+    let mut event = read_json(&repository_root().join("events/http-api-self.json"));
+    event["headers"]["authorization"] = json!(format!("Bearer {marker}"));
+
+    runtime_api.push_event("request-trace", event);
+    let outcomes = runtime_api.wait_for_outcomes(1, Duration::from_secs(60));
+    let output = stop_and_collect_output(bootstrap);
+
+    assert!(matches!(&outcomes[0].1, Outcome::Response(response) if status_of(response) == 204));
+    assert!(
+        output.contains("TRACE"),
+        "the test expects TRACE lines: {output}"
+    );
+    assert!(!output.contains(marker), "{output}");
+}
