@@ -128,11 +128,13 @@ pub fn caller_from_context(
             ));
         }
 
-        if let Some(iam) = authorizer.get("iam") {
-            let principal = ["userArn", "callerId", "userId"]
+        // An IAM caller is unscoped, so it counts only with a named principal.
+        let iam_principal = authorizer.get("iam").and_then(|iam| {
+            ["userArn", "callerId", "userId"]
                 .iter()
                 .find_map(|key| non_empty_str(iam.get(*key)))
-                .unwrap_or("unknown IAM principal");
+        });
+        if let Some(principal) = iam_principal {
             return Some(Caller::Iam {
                 principal: principal.to_owned(),
             });
@@ -341,6 +343,13 @@ mod tests {
                 principal: "arn:aws:iam::123456789012:user/ops".to_owned()
             })
         );
+    }
+
+    #[test]
+    fn iam_without_principal_is_no_identity() {
+        for iam in [json!(null), json!({}), json!({"userArn": ""}), json!("arn")] {
+            assert_eq!(caller(json!({"authorizer": {"iam": iam}})), None, "{iam}");
+        }
     }
 
     #[test]
