@@ -123,12 +123,23 @@ impl TableCatalog {
 fn parse_databases(json: &str) -> Result<BTreeMap<String, Vec<String>>, ConfigError> {
     const VARIABLE: &str = "LEARNINGS_DATABASES";
 
-    let databases: BTreeMap<String, Vec<String>> = serde_json::from_str(json).map_err(|error| {
+    let entries: DatabaseEntries = serde_json::from_str(json).map_err(|error| {
         ConfigError::new(
             VARIABLE,
             format!("expected a JSON object of db_id to an array of table names: {error}"),
         )
     })?;
+
+    // A map would keep only the last of two entries with the same db_id.
+    let mut databases = BTreeMap::new();
+    for (db_id, tables) in entries.0 {
+        if databases.insert(db_id.clone(), tables).is_some() {
+            return Err(ConfigError::new(
+                VARIABLE,
+                format!("database '{db_id}' is listed twice"),
+            ));
+        }
+    }
 
     if databases.is_empty() {
         return Err(ConfigError::new(
@@ -155,6 +166,36 @@ fn parse_databases(json: &str) -> Result<BTreeMap<String, Vec<String>>, ConfigEr
     }
 
     Ok(databases)
+}
+
+/// The entries of LEARNINGS_DATABASES in document order, duplicates included.
+struct DatabaseEntries(Vec<(String, Vec<String>)>);
+
+impl<'de> serde::Deserialize<'de> for DatabaseEntries {
+    fn deserialize<D: serde::Deserializer<'de>>(deserializer: D) -> Result<Self, D::Error> {
+        struct EntriesVisitor;
+
+        impl<'de> serde::de::Visitor<'de> for EntriesVisitor {
+            type Value = DatabaseEntries;
+
+            fn expecting(&self, formatter: &mut std::fmt::Formatter) -> std::fmt::Result {
+                formatter.write_str("an object of db_id to an array of table names")
+            }
+
+            fn visit_map<A: serde::de::MapAccess<'de>>(
+                self,
+                mut map: A,
+            ) -> Result<Self::Value, A::Error> {
+                let mut entries = Vec::new();
+                while let Some(entry) = map.next_entry()? {
+                    entries.push(entry);
+                }
+                Ok(DatabaseEntries(entries))
+            }
+        }
+
+        deserializer.deserialize_map(EntriesVisitor)
+    }
 }
 
 /// Checks a table name against DynamoDB's rules: 3 to 255 characters of
@@ -277,6 +318,7 @@ mod tests {
             r#"{"eu": "learnings_eu"}"#,
             r#"{"eu": ["x"]}"#,
             r#"{"": ["learnings_eu"]}"#,
+            r#"{"eu": ["learnings_eu"], "eu": ["learnings_us"]}"#,
         ] {
             let error = TableCatalog::from_env_values(None, Some(json)).unwrap_err();
             assert_eq!(error.variable, "LEARNINGS_DATABASES", "{json}");
