@@ -188,7 +188,10 @@ fn read_bool(
         "false" | "0" | "no" => Ok(Some(false)),
         _ => Err(ConfigError::new(
             variable,
-            format!("expected true or false, got '{}'", value.trim()),
+            format!(
+                "expected true or false (or 1/0, yes/no), got '{}'",
+                value.trim()
+            ),
         )),
     }
 }

@@ -41,6 +41,10 @@ impl App {
 ///
 /// Never fails: every outcome, a malformed event included, is an HTTP
 /// response, so the runtime never reports an invocation error for a request.
+///
+/// NOTE: a payload that is not JSON, or nests deeper than serde_json's limit
+/// of 128 levels, fails in lambda_runtime's deserializer before this function
+/// runs. API Gateway, function URLs and ALBs never send such payloads.
 pub async fn handle(app: &App, event: &Value, request_id: &str) -> Value {
     let started = Instant::now();
     let mut log = RequestLog::default();
