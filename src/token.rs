@@ -214,10 +214,11 @@ fn parse_verification_key(
 ) -> Result<DecodingKey, ConfigError> {
     const VARIABLE: &str = "JWT_VERIFICATION_KEY";
 
-    let families: BTreeSet<String> = algorithms
+    let names: Vec<String> = algorithms
         .iter()
-        .map(|algorithm| format!("{:?}", algorithm.family()))
+        .map(|algorithm| format!("{algorithm:?}"))
         .collect();
+    let names = names.join(", ");
     let pem = value.trim();
 
     if !pem.starts_with("-----BEGIN") {
@@ -247,7 +248,7 @@ fn parse_verification_key(
         return Err(ConfigError::new(
             VARIABLE,
             format!(
-                "one PEM key cannot serve the algorithm families {families:?} of JWT_ALGORITHMS"
+                "one PEM key cannot serve algorithms of different families ({names}) in JWT_ALGORITHMS"
             ),
         ));
     };
@@ -255,7 +256,7 @@ fn parse_verification_key(
     key.map_err(|error| {
         ConfigError::new(
             VARIABLE,
-            format!("is not a valid PEM public key for {families:?}: {error}"),
+            format!("is not a valid PEM public key for {names}: {error}"),
         )
     })
 }
@@ -355,20 +356,32 @@ impl TokenVerifier {
         validation.validate_exp = true;
         validation.validate_nbf = true;
         validation.set_required_spec_claims(&["exp"]);
-        // The audience is checked below, because Cognito access tokens carry
+        // The issuer and audience are checked below: jsonwebtoken lets a token
+        // without `iss` pass an issuer check, and Cognito access tokens carry
         // `client_id` instead of `aud`.
         validation.validate_aud = false;
-        if let Some(issuer) = &self.config.issuer {
-            validation.set_issuer(&[issuer]);
-        }
 
         let claims = jsonwebtoken::decode::<Map<String, Value>>(token, &key, &validation)
             .map_err(|error| map_jwt_error(&error))?
             .claims;
 
+        self.check_issuer(&claims)?;
         self.check_audience(&claims)?;
         self.check_token_use(&claims)?;
         Ok(claims)
+    }
+
+    /// Requires `iss` to be a string equal to JWT_ISSUER, when that is set.
+    fn check_issuer(&self, claims: &Map<String, Value>) -> Result<(), TokenError> {
+        match &self.config.issuer {
+            None => Ok(()),
+            Some(expected)
+                if claims.get("iss").and_then(Value::as_str) == Some(expected.as_str()) =>
+            {
+                Ok(())
+            }
+            Some(_) => Err(TokenError::InvalidIssuer),
+        }
     }
 
     fn check_audience(&self, claims: &Map<String, Value>) -> Result<(), TokenError> {
@@ -430,12 +443,24 @@ impl TokenVerifier {
         let may_refetch = fetched
             .last_fetch
             .is_none_or(|last_fetch| last_fetch.elapsed() >= self.config.refetch_interval);
-        if !known && may_refetch {
+        // Until a first fetch succeeds, every token tries again, so that an
+        // outage gets 500 rather than a misleading 401 for an unknown key.
+        if !known && (may_refetch || fetched.keys.is_empty()) {
             tracing::info!(jwks_url = url.as_str(), "fetching the JWKS");
-            fetched.last_fetch = Some(Instant::now());
-            fetched.keys = self.fetch_key_set(url).await.inspect_err(|error| {
-                tracing::error!(jwks_url = url.as_str(), error = %error, "JWKS fetch failed");
-            })?;
+            match self.fetch_key_set(url).await {
+                Ok(keys) => {
+                    fetched.keys = keys;
+                    fetched.last_fetch = Some(Instant::now());
+                }
+                // A failed refetch keeps the cached keys and waits out the interval.
+                Err(error) => {
+                    tracing::error!(jwks_url = url.as_str(), error = %error, "JWKS fetch failed");
+                    if fetched.keys.is_empty() {
+                        return Err(error);
+                    }
+                    fetched.last_fetch = Some(Instant::now());
+                }
+            }
         }
 
         select_key(&fetched.keys, kid, algorithm)

@@ -490,6 +490,44 @@ async fn wrong_issuer_is_rejected() {
 }
 
 #[tokio::test]
+async fn missing_or_odd_issuer_is_rejected() {
+    let issuer = "https://cognito-idp.us-east-1.amazonaws.com/us-east-1_Example";
+    let fixture = fixture_with(
+        &[
+            ("JWT_VERIFICATION_KEY", key_pem("rsa-public.pem")),
+            ("JWT_ISSUER", issuer.to_owned()),
+        ],
+        None,
+    )
+    .await;
+    let odd_issuers = [
+        None,
+        Some(json!(null)),
+        Some(json!(123)),
+        Some(json!([issuer])),
+        Some(json!(["https://other.example", issuer])),
+    ];
+
+    for iss in odd_issuers {
+        let mut claims = claims_for("user-a");
+        if let Some(iss) = &iss {
+            claims["iss"] = iss.clone();
+        }
+        let response = fixture
+            .delete_with_token("user-a", &sign_rs256(&claims))
+            .await;
+        assert_eq!(
+            error_body(&response)["detail"],
+            "Invalid token issuer",
+            "iss {iss:?}"
+        );
+        fixture
+            .assert_rejected(&response, "Invalid token issuer")
+            .await;
+    }
+}
+
+#[tokio::test]
 async fn other_app_client_is_rejected() {
     let fixture = fixture_with(
         &[
@@ -634,8 +672,12 @@ async fn no_key_source_means_401() {
         .delete_with_token("user-a", &sign_rs256(&claims_for("user-a")))
         .await;
 
-    assert_eq!(status_of(&response), 401);
-    assert_eq!(fixture.after().await, fixture.before);
+    fixture
+        .assert_rejected(
+            &response,
+            "Unauthenticated access: Bearer tokens are not accepted because no JWT key source is configured",
+        )
+        .await;
 }
 
 #[tokio::test]
@@ -830,16 +872,54 @@ async fn unknown_kid_after_refetch_is_rejected() {
 }
 
 #[tokio::test]
-async fn unavailable_jwks_url_gives_500() {
+async fn unavailable_jwks_url_gives_500_until_it_recovers() {
     let server = JwksServer::start(&json!({}));
     server.serve(503, "unavailable");
     let fixture = fixture_with(&[("JWT_JWKS_URL", server.url.clone())], None).await;
+    let token = sign_rs256(&claims_for("user-a"));
 
-    let response = fixture
+    for _ in 0..2 {
+        let response = fixture.delete_with_token("user-a", &token).await;
+        assert_eq!(status_of(&response), 500, "{response}");
+        assert_eq!(error_body(&response)["error_code"], "INTERNAL_SERVER_ERROR");
+        assert_eq!(fixture.after().await, fixture.before);
+    }
+    server.serve(
+        200,
+        &jwks(&[("rsa", Algorithm::RS256, "rsa-1")]).to_string(),
+    );
+    let recovered = fixture.delete_with_token("user-a", &token).await;
+
+    assert_eq!(status_of(&recovered), 204, "{recovered}");
+    assert_eq!(server.fetches(), 3);
+}
+
+#[tokio::test]
+async fn failed_refetch_keeps_cached_keys() {
+    let server = JwksServer::start(&jwks(&[("rsa", Algorithm::RS256, "rsa-1")]));
+    let fixture = fixture_with(
+        &[("JWT_JWKS_URL", server.url.clone())],
+        Some(Duration::ZERO),
+    )
+    .await;
+    let first = fixture
+        .delete_with_token("user-b", &sign_rs256(&claims_for("user-b")))
+        .await;
+    assert_eq!(status_of(&first), 204);
+
+    server.serve(503, "unavailable");
+    let unknown = sign(
+        &claims_for("user-a"),
+        "rsa",
+        Algorithm::RS256,
+        Some("rotated"),
+    );
+    let during_outage = fixture.delete_with_token("user-a", &unknown).await;
+    let known = fixture
         .delete_with_token("user-a", &sign_rs256(&claims_for("user-a")))
         .await;
 
-    assert_eq!(status_of(&response), 500);
-    assert_eq!(error_body(&response)["error_code"], "INTERNAL_SERVER_ERROR");
-    assert_eq!(fixture.after().await, fixture.before);
+    assert_eq!(status_of(&during_outage), 401);
+    assert_eq!(status_of(&known), 204, "{known}");
+    assert_eq!(server.fetches(), 2);
 }
