@@ -150,10 +150,12 @@ async fn authenticate(app: &App, http: &HttpEvent<'_>) -> Result<Caller, ApiErro
         if auth.allow_anonymous {
             return Ok(Caller::Anonymous);
         }
-        return Err(ApiError::Unauthenticated(
+        let detail = if http.authorization == AuthorizationHeader::Absent {
             "Unauthenticated access: the request carries no authorizer identity or Bearer token"
-                .to_owned(),
-        ));
+        } else {
+            "Unauthenticated access: Bearer tokens are not accepted because no JWT key source is configured"
+        };
+        return Err(ApiError::Unauthenticated(detail.to_owned()));
     };
 
     let token = bearer_token(header).map_err(|error| unauthenticated(&error))?;

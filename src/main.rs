@@ -26,7 +26,10 @@ async fn main() -> Result<(), Error> {
     }
     tracing::info!(
         tables = ?config.tables.all_tables(),
-        bearer_token_keys = config.token.as_ref().map(|token| token.keys.variable()),
+        bearer_token_keys = config
+            .token
+            .as_ref()
+            .map_or("none: Bearer tokens are not trusted", |token| token.keys.variable()),
         "configuration loaded"
     );
 
