@@ -153,7 +153,7 @@ async fn authenticate(app: &App, http: &HttpEvent<'_>) -> Result<Caller, ApiErro
         let detail = if http.authorization == AuthorizationHeader::Absent {
             "Unauthenticated access: the request carries no authorizer identity or Bearer token"
         } else {
-            "Unauthenticated access: Bearer tokens are not accepted because no JWT key source is configured"
+            "Unauthenticated access: the request carries no authorizer identity, and Authorization headers are not trusted because no JWT key source is configured"
         };
         return Err(ApiError::Unauthenticated(detail.to_owned()));
     };
@@ -171,7 +171,12 @@ async fn authenticate(app: &App, http: &HttpEvent<'_>) -> Result<Caller, ApiErro
 
 /// Returns the token of an `Authorization: Bearer <token>` header value.
 fn bearer_token(header: &str) -> Result<&str, TokenError> {
-    let (scheme, token) = header.trim().split_once(' ').ok_or(TokenError::NotBearer)?;
+    let header = header.trim();
+    if header.eq_ignore_ascii_case("bearer") {
+        return Err(TokenError::Malformed);
+    }
+
+    let (scheme, token) = header.split_once(' ').ok_or(TokenError::NotBearer)?;
     if !scheme.eq_ignore_ascii_case("bearer") {
         return Err(TokenError::NotBearer);
     }

@@ -582,6 +582,8 @@ async fn malformed_tokens_are_rejected() {
     }
     let spaced = fixture.delete_with_header("user-a", "Bearer one two").await;
     fixture.assert_rejected(&spaced, "Malformed token").await;
+    let empty = fixture.delete_with_header("user-a", "Bearer ").await;
+    fixture.assert_rejected(&empty, "Malformed token").await;
 }
 
 #[tokio::test]
@@ -592,7 +594,7 @@ async fn other_schemes_are_rejected() {
         "Basic dXNlci1hOnNlY3JldA==",
         "Token abc",
         "Bearer",
-        "bearer",
+        "bearer ",
     ] {
         let response = fixture.delete_with_header("user-a", header).await;
         assert_eq!(status_of(&response), 401, "{header}");
@@ -675,7 +677,8 @@ async fn no_key_source_means_401() {
     fixture
         .assert_rejected(
             &response,
-            "Unauthenticated access: Bearer tokens are not accepted because no JWT key source is configured",
+            "Unauthenticated access: the request carries no authorizer identity, and Authorization headers \
+             are not trusted because no JWT key source is configured",
         )
         .await;
 }
