@@ -545,7 +545,7 @@ mod tests {
     }
 
     #[test]
-    fn other_route_with_user_id_is_not_the_route() {
+    fn other_route_template_is_not_matched() {
         let rest = json!({
             "httpMethod": "DELETE",
             "resource": "/admin/users/{user_id}",

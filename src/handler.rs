@@ -90,6 +90,7 @@ async fn delete_learning_user(
 
     let caller = authenticate(app, http).await?;
     log.caller_id = caller.caller_id().map(str::to_owned);
+    log.identity_source = Some(caller.source());
 
     let request = request::validate(user_id, &http.query)?;
     log.target_user = Some(request.user_id.clone());
@@ -211,6 +212,7 @@ struct RequestLog {
     front_end: Option<FrontEnd>,
     caller: Option<CallerKind>,
     caller_id: Option<String>,
+    identity_source: Option<&'static str>,
     target_user: Option<String>,
     learning_type: Option<String>,
     table: Option<String>,
@@ -240,6 +242,7 @@ impl RequestLog {
                     front_end = self.front_end.map(FrontEnd::as_str),
                     caller = self.caller.map(CallerKind::as_str),
                     caller_id = self.caller_id.as_deref(),
+                    identity_source = self.identity_source,
                     target_user = self.target_user.as_deref(),
                     learning_type = self.learning_type.as_deref(),
                     table = self.table.as_deref(),

@@ -68,6 +68,15 @@ impl Caller {
             Self::Anonymous => None,
         }
     }
+
+    /// Returns where the identity came from, for the log line.
+    pub fn source(&self) -> &'static str {
+        match self {
+            Self::Claims(claims) => claims.authorizer.as_str(),
+            Self::Iam { .. } => "iam",
+            Self::Anonymous => "anonymous",
+        }
+    }
 }
 
 /// The claim that carries Cognito groups.

@@ -114,6 +114,7 @@ async fn binary_serves_sample_events() {
     assert_eq!(request_lines.len(), 3, "{output}");
     assert_eq!(request_lines[0]["request_id"], "request-self");
     assert_eq!(request_lines[0]["caller"], "self");
+    assert_eq!(request_lines[0]["identity_source"], "jwt");
     assert_eq!(request_lines[0]["deleted"], 2);
     assert_eq!(request_lines[0]["status"], 204);
     assert_eq!(request_lines[1]["error_code"], "FORBIDDEN");
