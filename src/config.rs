@@ -35,7 +35,7 @@ pub struct Config {
     pub auth: AuthConfig,
     /// Bearer-token verification, or None when no JWT key source is configured.
     pub token: Option<TokenConfig>,
-    pub retry: RetryPolicy,
+    pub deletion: DeletionConfig,
 }
 
 /// Settings of the identity and policy steps, with AgentOS's defaults.
@@ -65,6 +65,38 @@ impl Default for AuthConfig {
             user_isolation: true,
             required_scopes: BTreeSet::new(),
             allow_anonymous: false,
+        }
+    }
+}
+
+/// Settings of the deletion: its parallelism, its time reserve and its retries.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct DeletionConfig {
+    /// Maximum number of BatchWriteItem calls in flight (DELETE_CONCURRENCY, default 8).
+    pub concurrency: usize,
+    /// Time kept free before the invocation deadline (DELETE_DEADLINE_MARGIN_MS,
+    /// default 1,000 ms). Once less remains, no new call starts.
+    pub deadline_margin: Duration,
+    pub retry: RetryPolicy,
+}
+
+/// The default of DELETE_CONCURRENCY, chosen by the concurrency sweep in BENCHMARKS.md.
+pub const DEFAULT_DELETE_CONCURRENCY: usize = 8;
+
+/// The upper bound of DELETE_CONCURRENCY. One partition absorbs about 1,000
+/// deletes a second, so more calls in flight only queue up behind throttling.
+pub const MAX_DELETE_CONCURRENCY: usize = 64;
+
+/// The lower bound of DELETE_DEADLINE_MARGIN_MS: the deletion itself keeps
+/// 200 ms for the response, and the rest lets in-flight calls finish.
+pub const MIN_DEADLINE_MARGIN: Duration = Duration::from_millis(250);
+
+impl Default for DeletionConfig {
+    fn default() -> Self {
+        Self {
+            concurrency: DEFAULT_DELETE_CONCURRENCY,
+            deadline_margin: Duration::from_secs(1),
+            retry: RetryPolicy::default(),
         }
     }
 }
@@ -137,8 +169,55 @@ impl Config {
             tables,
             auth,
             token: TokenConfig::from_lookup(&lookup)?,
-            retry: RetryPolicy::default(),
+            deletion: read_deletion_config(&lookup)?,
         })
+    }
+}
+
+fn read_deletion_config(
+    lookup: &impl Fn(&str) -> Option<String>,
+) -> Result<DeletionConfig, ConfigError> {
+    let defaults = DeletionConfig::default();
+
+    let concurrency = read_integer(
+        lookup,
+        "DELETE_CONCURRENCY",
+        1,
+        MAX_DELETE_CONCURRENCY as u64,
+    )?
+    .map_or(defaults.concurrency, |value| value as usize);
+
+    let min_margin = MIN_DEADLINE_MARGIN.as_millis() as u64;
+    let deadline_margin = read_integer(lookup, "DELETE_DEADLINE_MARGIN_MS", min_margin, 60_000)?
+        .map_or(defaults.deadline_margin, Duration::from_millis);
+
+    Ok(DeletionConfig {
+        concurrency,
+        deadline_margin,
+        retry: defaults.retry,
+    })
+}
+
+/// Reads a whole number within `min..=max`.
+fn read_integer(
+    lookup: &impl Fn(&str) -> Option<String>,
+    variable: &'static str,
+    min: u64,
+    max: u64,
+) -> Result<Option<u64>, ConfigError> {
+    let Some(value) = lookup(variable) else {
+        return Ok(None);
+    };
+
+    match value.trim().parse::<u64>() {
+        Ok(number) if (min..=max).contains(&number) => Ok(Some(number)),
+        _ => Err(ConfigError::new(
+            variable,
+            format!(
+                "expected a whole number from {min} to {max}, got '{}'",
+                value.trim()
+            ),
+        )),
     }
 }
 
@@ -261,6 +340,53 @@ mod tests {
         let error = config_from(&[]).unwrap_err();
 
         assert_eq!(error.variable, "LEARNINGS_TABLE");
+    }
+
+    #[test]
+    fn deletion_defaults_apply_when_unset() {
+        let config = config_from(&[("LEARNINGS_TABLE", "agno_learnings")]).unwrap();
+
+        assert_eq!(config.deletion, DeletionConfig::default());
+        assert_eq!(config.deletion.concurrency, DEFAULT_DELETE_CONCURRENCY);
+    }
+
+    #[test]
+    fn deletion_settings_are_read() {
+        let config = config_from(&[
+            ("LEARNINGS_TABLE", "agno_learnings"),
+            ("DELETE_CONCURRENCY", " 16 "),
+            ("DELETE_DEADLINE_MARGIN_MS", "2500"),
+        ])
+        .unwrap();
+
+        assert_eq!(config.deletion.concurrency, 16);
+        assert_eq!(config.deletion.deadline_margin, Duration::from_millis(2500));
+    }
+
+    #[test]
+    fn concurrency_out_of_range_is_rejected() {
+        for value in ["0", "65", "-1", "eight", ""] {
+            let error = config_from(&[
+                ("LEARNINGS_TABLE", "agno_learnings"),
+                ("DELETE_CONCURRENCY", value),
+            ])
+            .unwrap_err();
+
+            assert_eq!(error.variable, "DELETE_CONCURRENCY", "value {value:?}");
+            assert!(error.message.contains("from 1 to 64"), "{error}");
+        }
+    }
+
+    #[test]
+    fn margin_under_minimum_is_rejected() {
+        let error = config_from(&[
+            ("LEARNINGS_TABLE", "agno_learnings"),
+            ("DELETE_DEADLINE_MARGIN_MS", "100"),
+        ])
+        .unwrap_err();
+
+        assert_eq!(error.variable, "DELETE_DEADLINE_MARGIN_MS");
+        assert!(error.message.contains("from 250 to 60000"), "{error}");
     }
 
     #[test]

@@ -78,7 +78,9 @@ impl ApiError {
     /// Returns the `detail` field of the response body.
     ///
     /// An internal error names only the request id, which lets an operator find
-    /// the SDK error in the log without exposing it to the client.
+    /// the SDK error in the log without exposing it to the client. A deletion
+    /// cut short by the invocation deadline also says how far it got, because
+    /// the client can finish it by repeating the request.
     pub fn detail(&self, request_id: &str) -> String {
         match self {
             Self::BadRequest(detail)
@@ -87,6 +89,12 @@ impl ApiError {
             | Self::NotFound(detail)
             | Self::Validation(detail) => detail.clone(),
             Self::MethodNotAllowed { .. } => "Method not allowed: use DELETE".to_owned(),
+            Self::Internal {
+                deleted,
+                source: StoreError::DeadlineReached,
+            } => format!(
+                "The function ran out of time after deleting {deleted} learnings; repeat the request to delete the rest (request id {request_id})"
+            ),
             Self::KeysUnavailable(_) | Self::Internal { .. } => {
                 format!("Internal server error (request id {request_id})")
             }
@@ -132,6 +140,22 @@ mod tests {
 
         assert_eq!(detail, "Internal server error (request id req-1)");
         assert!(!detail.contains("unprocessed"));
+    }
+
+    #[test]
+    fn deadline_detail_counts_deleted() {
+        let error = ApiError::Internal {
+            deleted: 1250,
+            source: StoreError::DeadlineReached,
+        };
+
+        let detail = error.detail("req-2");
+
+        assert_eq!(error.status(), 500);
+        assert_eq!(error.error_code(), "INTERNAL_SERVER_ERROR");
+        assert!(detail.contains("after deleting 1250 learnings"), "{detail}");
+        assert!(detail.contains("repeat the request"), "{detail}");
+        assert!(detail.contains("req-2"), "{detail}");
     }
 
     #[test]

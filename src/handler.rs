@@ -1,7 +1,7 @@
 //! The request path, top to bottom: event, route, identity, validation,
 //! policy, table, deletion, response and one log line.
 
-use std::time::Instant;
+use std::time::{Instant, SystemTime};
 
 use aws_sdk_dynamodb::Client;
 use aws_sdk_dynamodb::error::DisplayErrorContext;
@@ -13,7 +13,7 @@ use crate::event::{AuthorizationHeader, FrontEnd, HttpEvent, HttpResponse};
 use crate::identity::{self, Caller};
 use crate::policy::{self, CallerKind};
 use crate::request;
-use crate::store::{self, DeletionReport, DeletionScope};
+use crate::store::{self, Deadline, DeletionReport, DeletionScope};
 use crate::token::{TokenError, TokenVerifier};
 
 /// The handler's dependencies, built once per cold start.
@@ -39,19 +39,30 @@ impl App {
 
 /// Handles one Lambda event and returns the HTTP response for its front end.
 ///
+/// `invocation_end` is when Lambda ends the invocation. The deletion stops
+/// early enough before it to return a 500 that says how far it got, instead
+/// of letting the invocation time out.
+///
 /// Never fails: every outcome, a malformed event included, is an HTTP
 /// response, so the runtime never reports an invocation error for a request.
 ///
 /// NOTE: a payload that is not JSON, or nests deeper than serde_json's limit
 /// of 128 levels, fails in lambda_runtime's deserializer before this function
 /// runs. API Gateway, function URLs and ALBs never send such payloads.
-pub async fn handle(app: &App, event: &Value, request_id: &str) -> Value {
+pub async fn handle(
+    app: &App,
+    event: &Value,
+    request_id: &str,
+    invocation_end: Option<Instant>,
+) -> Value {
     let started = Instant::now();
     let mut log = RequestLog::default();
 
+    let deadline =
+        invocation_end.map(|end| Deadline::new(end, app.config.deletion.deadline_margin));
     let parsed = HttpEvent::parse(event);
     let outcome = match &parsed {
-        Ok(http) => delete_learning_user(app, http, &mut log).await,
+        Ok(http) => delete_learning_user(app, http, deadline, &mut log).await,
         Err(not_http) => Err(ApiError::BadRequest(format!("Invalid event: {not_http}"))),
     };
 
@@ -79,9 +90,22 @@ pub async fn handle(app: &App, event: &Value, request_id: &str) -> Value {
     response.into_lambda_response(front_end, multi_value_headers)
 }
 
+/// Converts Lambda's deadline, a wall-clock time, to an instant of the
+/// monotonic clock that the deletion measures time with. Returns None for a
+/// deadline too far ahead for the clock, which then sets no limit.
+pub fn instant_of(deadline: SystemTime) -> Option<Instant> {
+    let now = Instant::now();
+    match deadline.duration_since(SystemTime::now()) {
+        Ok(remaining) => now.checked_add(remaining),
+        // A deadline in the past leaves no time at all.
+        Err(_) => Some(now),
+    }
+}
+
 async fn delete_learning_user(
     app: &App,
     http: &HttpEvent<'_>,
+    deadline: Option<Deadline>,
     log: &mut RequestLog,
 ) -> Result<(), ApiError> {
     log.front_end = Some(http.front_end);
@@ -110,7 +134,15 @@ async fn delete_learning_user(
         user_id: &request.user_id,
         learning_type: request.learning_type.as_deref(),
     };
-    match store::delete_learnings(&app.dynamodb, scope, &app.config.retry).await {
+    // Boxed because the pipeline's future type nests deeply enough to exceed
+    // the compiler's recursion limit when inlined into the runtime's future.
+    let deletion = Box::pin(store::delete_learnings(
+        &app.dynamodb,
+        scope,
+        &app.config.deletion,
+        deadline,
+    ));
+    match deletion.await {
         Ok(report) => {
             log.report = report;
             Ok(())
@@ -278,5 +310,42 @@ impl RequestLog {
                 "request rejected"
             ),
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use std::time::Duration;
+
+    use super::*;
+
+    #[test]
+    fn deadline_ahead_keeps_its_distance() {
+        let before = Instant::now();
+
+        let instant = instant_of(SystemTime::now() + Duration::from_secs(20)).unwrap();
+
+        assert!(instant >= before + Duration::from_secs(19));
+        assert!(instant <= Instant::now() + Duration::from_secs(20));
+    }
+
+    #[test]
+    fn past_deadline_is_now() {
+        let before = Instant::now();
+
+        let instant = instant_of(SystemTime::now() - Duration::from_secs(5)).unwrap();
+
+        assert!(instant >= before);
+        assert!(instant <= Instant::now());
+    }
+
+    #[test]
+    fn largest_lambda_deadline_converts() {
+        // Lambda sends milliseconds since the epoch as a u64.
+        let far = SystemTime::UNIX_EPOCH + Duration::from_millis(u64::MAX);
+
+        let instant = instant_of(far);
+
+        assert!(instant.is_some_and(|instant| instant > Instant::now()));
     }
 }

@@ -41,8 +41,15 @@ async fn main() -> Result<(), Error> {
     lambda_runtime::run(service_fn(|event: LambdaEvent<Value>| {
         let app = &app;
         async move {
+            let invocation_end = handler::instant_of(event.context.deadline());
             Ok::<Value, Error>(
-                handler::handle(app, &event.payload, &event.context.request_id).await,
+                handler::handle(
+                    app,
+                    &event.payload,
+                    &event.context.request_id,
+                    invocation_end,
+                )
+                .await,
             )
         }
     }))

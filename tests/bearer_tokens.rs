@@ -45,7 +45,7 @@ async fn fixture_with(env: &[(&str, String)], refetch_interval: Option<Duration>
         .collect();
     variables.insert("LEARNINGS_TABLE".to_owned(), table.clone());
     let mut config = Config::from_lookup(|name| variables.get(name).cloned()).unwrap();
-    config.retry = fast_retry();
+    config.deletion = fast_deletion();
     if let (Some(token), Some(interval)) = (config.token.as_mut(), refetch_interval) {
         token.refetch_interval = interval;
     }

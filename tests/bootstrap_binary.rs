@@ -7,8 +7,12 @@ use std::io::Read;
 use std::process::{Child, Command, Stdio};
 use std::time::{Duration, Instant};
 
+use jsonwebtoken::Algorithm;
 use serde_json::{Value, json};
+use support::dynamo_proxy::DynamoProxy;
+use support::jwks_server::JwksServer;
 use support::runtime_api::{Outcome, RuntimeApi};
+use support::tokens::jwks;
 use support::*;
 
 /// Starts the binary with the environment Lambda gives a function, plus `extra`.
@@ -170,4 +174,94 @@ async fn trace_logs_never_contain_the_token() {
         "the test expects TRACE lines: {output}"
     );
     assert!(!output.contains(marker), "{output}");
+}
+
+#[tokio::test]
+async fn near_deadline_gets_500_not_timeout() {
+    let client = dynamodb_client();
+    let table = unique_table_name("deadline");
+    create_table(&client, &table).await;
+    put_learnings(
+        &client,
+        &table,
+        &[("user-a", "user_profile"), ("user-a", "entity_memory#acme")],
+        100,
+    )
+    .await;
+    let before = snapshot(&client, &table).await;
+    let runtime_api = RuntimeApi::start();
+    let bootstrap = start_bootstrap(
+        &runtime_api,
+        &[
+            ("LEARNINGS_TABLE", &table),
+            ("DELETE_DEADLINE_MARGIN_MS", "5000"),
+        ],
+    );
+
+    // Lambda's deadline header is 2 s away, inside the 5 s margin, so the
+    // function must answer at once without deleting.
+    let event = read_json(&repository_root().join("events/http-api-self.json"));
+    let deadline_ms = support::runtime_api::epoch_millis() + 2_000;
+    runtime_api.push_event_with_deadline("request-late", event, Some(deadline_ms));
+    let outcomes = runtime_api.wait_for_outcomes(1, Duration::from_secs(60));
+    let output = stop_and_collect_output(bootstrap);
+
+    let Outcome::Response(response) = &outcomes[0].1 else {
+        panic!("invocation error: {outcomes:?}");
+    };
+    assert_eq!(status_of(response), 500);
+    let detail = error_body(response)["detail"].as_str().unwrap().to_owned();
+    assert!(detail.contains("after deleting 0 learnings"), "{detail}");
+    assert!(detail.contains("request-late"), "{detail}");
+    assert_eq!(snapshot(&client, &table).await, before);
+    assert!(output.contains("invocation deadline"), "{output}");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn init_makes_no_network_calls() {
+    let client = dynamodb_client();
+    let table = unique_table_name("init");
+    create_table(&client, &table).await;
+    let proxy = DynamoProxy::start(&dynalite().endpoint).await;
+    let jwks_server = JwksServer::start(&jwks(&[("rsa", Algorithm::RS256, "rsa-1")]));
+    let runtime_api = RuntimeApi::start();
+    let bootstrap = start_bootstrap(
+        &runtime_api,
+        &[
+            ("LEARNINGS_TABLE", &table),
+            ("AWS_ENDPOINT_URL_DYNAMODB", &proxy.endpoint),
+            ("JWT_JWKS_URL", &jwks_server.url),
+        ],
+    );
+
+    // The first poll for an event comes after the whole init.
+    let runtime_api = tokio::task::spawn_blocking(move || {
+        runtime_api.wait_for_first_poll(Duration::from_secs(60));
+        runtime_api
+    })
+    .await
+    .unwrap();
+
+    assert_eq!(runtime_api.init_error(), None);
+    assert_eq!(proxy.requests(), 0, "DynamoDB requests at init");
+    assert_eq!(jwks_server.fetches(), 0, "JWKS fetches at init");
+
+    // The first event does reach DynamoDB through the proxy, which shows
+    // that the zero above was counted on the function's real path.
+    runtime_api.push_event(
+        "request-first",
+        read_json(&repository_root().join("events/http-api-self.json")),
+    );
+    let outcomes = tokio::task::spawn_blocking(move || {
+        runtime_api.wait_for_outcomes(1, Duration::from_secs(60))
+    })
+    .await
+    .unwrap();
+    let output = stop_and_collect_output(bootstrap);
+
+    assert!(
+        matches!(&outcomes[0].1, Outcome::Response(response) if status_of(response) == 204),
+        "{outcomes:?} {output}"
+    );
+    assert_eq!(proxy.count("Query"), 1);
 }

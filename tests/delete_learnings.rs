@@ -144,7 +144,8 @@ async fn three_hundred_large_items_span_pages() {
             user_id: "user-a",
             learning_type: None,
         },
-        &fast_retry(),
+        &fast_deletion(),
+        None,
     )
     .await
     .unwrap();
@@ -182,7 +183,8 @@ async fn twenty_six_items_make_two_batches() {
             user_id: "user-a",
             learning_type: Some("decision_log"),
         },
-        &fast_retry(),
+        &fast_deletion(),
+        None,
     )
     .await
     .unwrap();

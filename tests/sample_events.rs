@@ -70,7 +70,7 @@ async fn sample_events_get_recorded_status() {
         _ => None,
     })
     .unwrap();
-    config.retry = fast_retry();
+    config.deletion = fast_deletion();
     let app = App::new(config, client.clone());
 
     // The events that target the same user send the same request through

@@ -104,7 +104,7 @@ async fn unprocessed_items_are_resent_until_done() {
     let batch_write = batch_write_leaving_unprocessed(2, sizes.clone());
     let client = mocked_client(&[&query, &batch_write]);
 
-    let report = store::delete_learnings(&client, scope(), &fast_retry())
+    let report = store::delete_learnings(&client, scope(), &fast_deletion(), None)
         .await
         .unwrap();
 
@@ -140,7 +140,7 @@ async fn lasting_unprocessed_items_are_reported() {
     let batch_write = batch_write_leaving_unprocessed(usize::MAX, sizes);
     let client = mocked_client(&[&query, &batch_write]);
 
-    let failure = store::delete_learnings(&client, scope(), &fast_retry())
+    let failure = store::delete_learnings(&client, scope(), &fast_deletion(), None)
         .await
         .unwrap_err();
 
@@ -166,7 +166,7 @@ async fn throttled_batch_is_retried_by_sdk() {
         .build();
     let client = mocked_client(&[&query, &batch_write]);
 
-    let report = store::delete_learnings(&client, scope(), &fast_retry())
+    let report = store::delete_learnings(&client, scope(), &fast_deletion(), None)
         .await
         .unwrap();
 
@@ -240,7 +240,7 @@ async fn foreign_unprocessed_keys_are_not_sent() {
     });
     let client = mocked_client(&[&query, &batch_write]);
 
-    let report = store::delete_learnings(&client, scope(), &fast_retry())
+    let report = store::delete_learnings(&client, scope(), &fast_deletion(), None)
         .await
         .unwrap();
 

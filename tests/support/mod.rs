@@ -2,6 +2,7 @@
 //! real-shaped API Gateway events.
 #![allow(dead_code)] // Each test binary uses its own subset of these helpers.
 
+pub mod dynamo_proxy;
 pub mod jwks_server;
 pub mod runtime_api;
 pub mod tokens;
@@ -19,9 +20,10 @@ use aws_sdk_dynamodb::types::{
     AttributeDefinition, AttributeValue, BillingMode, KeySchemaElement, KeyType, PutRequest,
     ScalarAttributeType, TableStatus, WriteRequest,
 };
-use delete_learning_user::config::{AuthConfig, Config, RetryPolicy};
+use delete_learning_user::config::{AuthConfig, Config, DeletionConfig, RetryPolicy};
 use delete_learning_user::handler::{self, App};
 use delete_learning_user::tables::TableCatalog;
+use futures_util::StreamExt;
 use serde_json::{Value, json};
 
 /// A dynalite server shared by every test of one test binary. It exits when
@@ -89,9 +91,14 @@ fn start_dynalite() -> Dynalite {
 /// Each test builds its own, because a client's connection pool belongs to
 /// the Tokio runtime of the test that created it.
 pub fn dynamodb_client() -> Client {
+    dynamodb_client_at(&dynalite().endpoint)
+}
+
+/// Builds a DynamoDB client for a server on 127.0.0.1, such as a proxy in front of dynalite.
+pub fn dynamodb_client_at(endpoint: &str) -> Client {
     let config = aws_sdk_dynamodb::Config::builder()
         .behavior_version(BehaviorVersion::latest())
-        .endpoint_url(&dynalite().endpoint)
+        .endpoint_url(endpoint)
         .region(Region::new("us-east-1"))
         .credentials_provider(Credentials::new("test", "test", None, None, "tests"))
         .build();
@@ -177,7 +184,7 @@ pub async fn put_learnings(
     payload_bytes: usize,
 ) {
     let payload = "x".repeat(payload_bytes);
-    for chunk in keys.chunks(25) {
+    let batches = keys.chunks(25).map(|chunk| {
         let requests: Vec<WriteRequest> = chunk
             .iter()
             .map(|(user_id, sort_key)| {
@@ -190,22 +197,31 @@ pub async fn put_learnings(
                 WriteRequest::builder().put_request(put).build()
             })
             .collect();
+        put_batch(client, table, requests)
+    });
 
-        let mut pending = HashMap::from([(table.to_owned(), requests)]);
-        while !pending.is_empty() {
-            let output = client
-                .batch_write_item()
-                .set_request_items(Some(pending))
-                .send()
-                .await
-                .unwrap_or_else(|error| {
-                    panic!(
-                        "seed {table}: {}",
-                        aws_sdk_dynamodb::error::DisplayErrorContext(error)
-                    )
-                });
-            pending = output.unprocessed_items.unwrap_or_default();
-        }
+    // A few batches at a time, so that large tables seed quickly.
+    futures_util::stream::iter(batches)
+        .buffer_unordered(8)
+        .collect::<Vec<()>>()
+        .await;
+}
+
+async fn put_batch(client: &Client, table: &str, requests: Vec<WriteRequest>) {
+    let mut pending = HashMap::from([(table.to_owned(), requests)]);
+    while !pending.is_empty() {
+        let output = client
+            .batch_write_item()
+            .set_request_items(Some(pending))
+            .send()
+            .await
+            .unwrap_or_else(|error| {
+                panic!(
+                    "seed {table}: {}",
+                    aws_sdk_dynamodb::error::DisplayErrorContext(error)
+                )
+            });
+        pending = output.unprocessed_items.unwrap_or_default();
     }
 }
 
@@ -284,7 +300,7 @@ pub fn app_with(client: Client, tables: TableCatalog, auth: AuthConfig) -> App {
             tables,
             auth,
             token: None,
-            retry: fast_retry(),
+            deletion: fast_deletion(),
         },
         client,
     )
@@ -299,9 +315,17 @@ pub fn fast_retry() -> RetryPolicy {
     }
 }
 
-/// Sends one event through the handler and returns its Lambda response.
+/// Returns the default deletion settings with [`fast_retry`].
+pub fn fast_deletion() -> DeletionConfig {
+    DeletionConfig {
+        retry: fast_retry(),
+        ..DeletionConfig::default()
+    }
+}
+
+/// Sends one event through the handler, with no invocation deadline, and returns its Lambda response.
 pub async fn invoke(app: &App, event: &Value) -> Value {
-    handler::handle(app, event, "test-request-id").await
+    handler::handle(app, event, "test-request-id", None).await
 }
 
 /// Returns the status code of a Lambda response.

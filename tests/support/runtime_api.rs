@@ -19,8 +19,11 @@ pub enum Outcome {
 
 #[derive(Default)]
 struct State {
-    pending: VecDeque<(String, Value)>,
+    /// Queued events with their request id and deadline in milliseconds since the epoch.
+    pending: VecDeque<(String, Value, u128)>,
     outcomes: Vec<(String, Outcome)>,
+    /// GET /next requests so far; the first one means that init has finished.
+    polls: usize,
     init_error: Option<String>,
 }
 
@@ -47,13 +50,25 @@ impl RuntimeApi {
         Self { address, state }
     }
 
-    /// Queues an event under a request id.
+    /// Queues an event under a request id, with an invocation deadline 30 s after it is handed out.
     pub fn push_event(&self, request_id: &str, event: Value) {
+        self.push_event_with_deadline(request_id, event, None);
+    }
+
+    /// Queues an event whose invocation ends at `deadline_ms`, in milliseconds
+    /// since the Unix epoch, or 30 s after it is handed out when None.
+    pub fn push_event_with_deadline(
+        &self,
+        request_id: &str,
+        event: Value,
+        deadline_ms: Option<u128>,
+    ) {
         let (lock, changed) = &*self.state;
-        lock.lock()
-            .unwrap()
-            .pending
-            .push_back((request_id.to_owned(), event));
+        lock.lock().unwrap().pending.push_back((
+            request_id.to_owned(),
+            event,
+            deadline_ms.unwrap_or(0),
+        ));
         changed.notify_all();
     }
 
@@ -72,6 +87,19 @@ impl RuntimeApi {
             state = changed.wait_timeout(state, left).unwrap().0;
         }
         state.outcomes.clone()
+    }
+
+    /// Waits until the function asks for its first event, which it does once
+    /// its init has finished, for at most `timeout`.
+    pub fn wait_for_first_poll(&self, timeout: Duration) {
+        let (lock, changed) = &*self.state;
+        let deadline = Instant::now() + timeout;
+        let mut state = lock.lock().unwrap();
+        while state.polls == 0 {
+            let left = deadline.saturating_duration_since(Instant::now());
+            assert!(!left.is_zero(), "the function never asked for an event");
+            state = changed.wait_timeout(state, left).unwrap().0;
+        }
     }
 
     pub fn init_error(&self) -> Option<String> {
@@ -113,13 +141,15 @@ fn route(
     if method == "GET" && path == "/2018-06-01/runtime/invocation/next" {
         // Long poll, as Lambda does, until an event is queued.
         let mut guard = lock.lock().unwrap();
+        guard.polls += 1;
+        changed.notify_all();
         loop {
-            if let Some((request_id, event)) = guard.pending.pop_front() {
-                let deadline_ms = std::time::SystemTime::now()
-                    .duration_since(std::time::UNIX_EPOCH)
-                    .unwrap()
-                    .as_millis()
-                    + 30_000;
+            if let Some((request_id, event, deadline_ms)) = guard.pending.pop_front() {
+                let deadline_ms = if deadline_ms == 0 {
+                    epoch_millis() + 30_000
+                } else {
+                    deadline_ms
+                };
                 let headers = vec![
                     ("content-type", "application/json".to_owned()),
                     ("lambda-runtime-aws-request-id", request_id),
@@ -201,4 +231,12 @@ fn read_request(reader: &mut BufReader<TcpStream>) -> Option<(String, String, Ve
     let mut body = vec![0; content_length];
     reader.read_exact(&mut body).ok()?;
     Some((method, path, body))
+}
+
+/// Returns the current time in milliseconds since the Unix epoch, as Lambda's deadlines count.
+pub fn epoch_millis() -> u128 {
+    std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .unwrap()
+        .as_millis()
 }
