@@ -9,8 +9,10 @@ VENV := .venv
 PYTHON_TOOLS := $(VENV)/.installed
 SAM_CLI := $(VENV)/.sam-installed
 NODE_TOOLS := node_modules/.installed
+BENCH_VENV := .bench-venv
+BENCH_PYTHON_TOOLS := $(BENCH_VENV)/.installed
 
-.PHONY: test demo lint unit template-lint sam-build tools clean
+.PHONY: test demo lint unit template-lint sam-build tools clean bench
 
 ## test: formatting, lints, every test against dynalite, and the template lint
 test: lint unit template-lint
@@ -21,10 +23,10 @@ demo: $(NODE_TOOLS) $(PYTHON_TOOLS)
 
 lint:
 	cargo fmt --check
-	cargo clippy --locked --all-targets -- -D warnings
+	cargo clippy --locked --workspace --all-targets -- -D warnings
 
 unit: $(NODE_TOOLS)
-	cargo test --locked
+	cargo test --locked --workspace
 
 template-lint: $(PYTHON_TOOLS)
 	$(VENV)/bin/cfn-lint template.yaml
@@ -32,6 +34,19 @@ template-lint: $(PYTHON_TOOLS)
 ## sam-build: `sam build --beta-features` of template.yaml (arm64 needs the aarch64-unknown-linux-gnu target)
 sam-build: $(PYTHON_TOOLS) $(SAM_CLI)
 	PATH="$(CURDIR)/$(VENV)/bin:$$PATH" SAM_CLI_TELEMETRY=0 sam build --beta-features
+
+## bench: throughput, memory, DELETE_CONCURRENCY sweep and cold start of the release binary on dynalite, written to BENCHMARKS.md
+## (settings: BENCH_SIZES=1000,10000,100000 BENCH_REPEATS=3 BENCH_LATENCY_MS=5 BENCH_CONCURRENCY=8)
+# One build makes both binaries, so the SDK is compiled once. Both --bin flags
+# are needed, because one --bin alone limits the build to that binary.
+bench: $(NODE_TOOLS) $(BENCH_PYTHON_TOOLS)
+	cargo build --release --locked -p delete-learning-user --bin bootstrap -p delete-learning-user-bench --bin delete-learning-user-bench
+	target/release/delete-learning-user-bench
+
+$(BENCH_PYTHON_TOOLS): bench/requirements.txt
+	python3 -m venv $(BENCH_VENV)
+	$(BENCH_VENV)/bin/pip install --quiet --disable-pip-version-check -r bench/requirements.txt
+	touch $@
 
 tools: $(NODE_TOOLS) $(PYTHON_TOOLS)
 
