@@ -64,4 +64,4 @@ $(SAM_CLI): requirements-sam.txt $(PYTHON_TOOLS)
 	touch $@
 
 clean:
-	rm -rf $(VENV) node_modules target .aws-sam
+	rm -rf $(VENV) $(BENCH_VENV) node_modules target .aws-sam .demo

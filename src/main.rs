@@ -42,6 +42,13 @@ async fn main() -> Result<(), Error> {
         let app = &app;
         async move {
             let invocation_end = handler::instant_of(event.context.deadline());
+            if invocation_end.is_none() {
+                tracing::warn!(
+                    request_id = %event.context.request_id,
+                    deadline_ms = event.context.deadline,
+                    "the invocation deadline has already passed or is out of range, so the deletion runs without one; only a local emulator sends such a value"
+                );
+            }
             Ok::<Value, Error>(
                 handler::handle(
                     app,

@@ -265,3 +265,26 @@ async fn init_makes_no_network_calls() {
     );
     assert_eq!(proxy.count("Query"), 1);
 }
+
+#[tokio::test]
+async fn past_emulator_deadline_sets_no_limit() {
+    let client = dynamodb_client();
+    let table = unique_table_name("emulator");
+    create_table(&client, &table).await;
+    put_learnings(&client, &table, &[("user-a", "user_profile")], 100).await;
+    let runtime_api = RuntimeApi::start();
+    let bootstrap = start_bootstrap(&runtime_api, &[("LEARNINGS_TABLE", &table)]);
+
+    // cargo lambda 1.9.2 sends this fixed deadline, 600,000 ms after the epoch.
+    let event = read_json(&repository_root().join("events/http-api-self.json"));
+    runtime_api.push_event_with_deadline("request-emulated", event, Some(600_000));
+    let outcomes = runtime_api.wait_for_outcomes(1, Duration::from_secs(60));
+    let output = stop_and_collect_output(bootstrap);
+
+    let Outcome::Response(response) = &outcomes[0].1 else {
+        panic!("invocation error: {outcomes:?}");
+    };
+    assert_eq!(status_of(response), 204, "{output}");
+    assert!(snapshot(&client, &table).await.is_empty());
+    assert!(output.contains("the deletion runs without one"), "{output}");
+}

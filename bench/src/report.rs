@@ -155,9 +155,9 @@ fn write_ratios(page: &mut String, settings: &Settings, results: &Results) {
 fn write_memory(page: &mut String, settings: &Settings, results: &Results) {
     page.push_str(
         "## Peak memory of ours\n\nVmHWM of the bootstrap process, read from /proc after the response \
-         and before the process is stopped, in MiB: median (min–max). The function holds one Query \
-         page of keys at a time, so the table also gives the mean keys per page (N divided by the \
-         Query requests). dynalite ends a page at 1 MB of item data, as DynamoDB does.\n\n",
+         and before the process is stopped, in MiB: median (min–max). The function parses one Query \
+         page at a time, so the table also gives the mean keys per page (N divided by the Query \
+         requests). dynalite ends a page at 1 MB of item data, as DynamoDB does.\n\n",
     );
     page.push_str("| N | Peak RSS | Keys per Query page |\n| ---: | ---: | ---: |\n");
     for &items in &settings.sizes {
@@ -320,9 +320,10 @@ fn write_targets(page: &mut String, settings: &Settings, results: &Results) {
          page arrives, so that page's time is added to every run and weighs most at the smallest \
          N. Later pages are fetched while deletes run, but dynalite serves every request on one \
          Node.js thread, so each page's server time still competes with the deletes.\n\
-         - The function holds one parsed Query page at a time, and the AWS SDK parses each key \
-         into its own map. The peak RSS therefore follows the keys per page in the memory table: \
-         it rises until a partition fills a whole 1 MB page and stays flat after that.\n\n",
+         - The function parses one Query page at a time, while the keys of the page before it \
+         wait as plain strings. The AWS SDK parses each key into its own map, so the peak RSS \
+         follows the keys per page in the memory table: it rises until a partition fills a whole \
+         1 MB page and stays flat after that.\n\n",
     );
 }
 
