@@ -7,6 +7,9 @@
 use std::collections::BTreeSet;
 use std::time::Duration;
 
+use aws_sdk_dynamodb::config::retry::RetryConfig;
+use aws_sdk_dynamodb::config::timeout::TimeoutConfig;
+
 use crate::tables::TableCatalog;
 use crate::token::TokenConfig;
 
@@ -36,6 +39,7 @@ pub struct Config {
     /// Bearer-token verification, or None when no JWT key source is configured.
     pub token: Option<TokenConfig>,
     pub deletion: DeletionConfig,
+    pub dynamodb: DynamoDbConfig,
 }
 
 /// Settings of the identity and policy steps, with AgentOS's defaults.
@@ -98,6 +102,56 @@ impl Default for DeletionConfig {
             deadline_margin: Duration::from_secs(1),
             retry: RetryPolicy::default(),
         }
+    }
+}
+
+/// Timeouts and retries of the DynamoDB client.
+///
+/// Throttling, 5xx errors, timeouts and dropped connections are retried by the
+/// SDK's standard retry mode with exponential backoff and jitter. An attempt
+/// without a response within `attempt_timeout` is abandoned and retried, so
+/// one stalled connection cannot keep a batch waiting until the invocation deadline.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct DynamoDbConfig {
+    /// Time to open a connection (DYNAMODB_CONNECT_TIMEOUT_MS, default 1,000 ms).
+    pub connect_timeout: Duration,
+    /// Time for one attempt of a call, from sending to the parsed response
+    /// (DYNAMODB_ATTEMPT_TIMEOUT_MS, default 2,000 ms).
+    pub attempt_timeout: Duration,
+    /// Attempts of one call, the first included (DYNAMODB_MAX_ATTEMPTS, default 5).
+    pub max_attempts: u32,
+}
+
+impl Default for DynamoDbConfig {
+    fn default() -> Self {
+        Self {
+            connect_timeout: Duration::from_secs(1),
+            attempt_timeout: Duration::from_secs(2),
+            max_attempts: 5,
+        }
+    }
+}
+
+impl DynamoDbConfig {
+    /// The SDK's delay before the first retry, doubled for each later one up to
+    /// [`Self::MAX_BACKOFF`], with full jitter.
+    pub const INITIAL_BACKOFF: Duration = Duration::from_millis(100);
+    pub const MAX_BACKOFF: Duration = Duration::from_secs(2);
+
+    /// Returns the SDK timeout settings.
+    pub fn timeout_config(&self) -> TimeoutConfig {
+        TimeoutConfig::builder()
+            .connect_timeout(self.connect_timeout)
+            .operation_attempt_timeout(self.attempt_timeout)
+            .build()
+    }
+
+    /// Returns the SDK retry settings: standard mode with this config's attempts.
+    pub fn retry_config(&self) -> RetryConfig {
+        RetryConfig::standard()
+            .with_max_attempts(self.max_attempts)
+            .with_initial_backoff(Self::INITIAL_BACKOFF)
+            .with_max_backoff(Self::MAX_BACKOFF)
     }
 }
 
@@ -170,6 +224,7 @@ impl Config {
             auth,
             token: TokenConfig::from_lookup(&lookup)?,
             deletion: read_deletion_config(&lookup)?,
+            dynamodb: read_dynamodb_config(&lookup)?,
         })
     }
 }
@@ -195,6 +250,25 @@ fn read_deletion_config(
         concurrency,
         deadline_margin,
         retry: defaults.retry,
+    })
+}
+
+fn read_dynamodb_config(
+    lookup: &impl Fn(&str) -> Option<String>,
+) -> Result<DynamoDbConfig, ConfigError> {
+    let defaults = DynamoDbConfig::default();
+
+    let connect_timeout = read_integer(lookup, "DYNAMODB_CONNECT_TIMEOUT_MS", 10, 60_000)?
+        .map_or(defaults.connect_timeout, Duration::from_millis);
+    let attempt_timeout = read_integer(lookup, "DYNAMODB_ATTEMPT_TIMEOUT_MS", 100, 60_000)?
+        .map_or(defaults.attempt_timeout, Duration::from_millis);
+    let max_attempts = read_integer(lookup, "DYNAMODB_MAX_ATTEMPTS", 1, 20)?
+        .map_or(defaults.max_attempts, |value| value as u32);
+
+    Ok(DynamoDbConfig {
+        connect_timeout,
+        attempt_timeout,
+        max_attempts,
     })
 }
 
@@ -387,6 +461,41 @@ mod tests {
 
         assert_eq!(error.variable, "DELETE_DEADLINE_MARGIN_MS");
         assert!(error.message.contains("from 250 to 60000"), "{error}");
+    }
+
+    #[test]
+    fn dynamodb_settings_are_read() {
+        let config = config_from(&[
+            ("LEARNINGS_TABLE", "agno_learnings"),
+            ("DYNAMODB_CONNECT_TIMEOUT_MS", "250"),
+            ("DYNAMODB_ATTEMPT_TIMEOUT_MS", "1500"),
+            ("DYNAMODB_MAX_ATTEMPTS", "3"),
+        ])
+        .unwrap();
+
+        assert_eq!(config.dynamodb.connect_timeout, Duration::from_millis(250));
+        assert_eq!(config.dynamodb.attempt_timeout, Duration::from_millis(1500));
+        assert_eq!(config.dynamodb.max_attempts, 3);
+        assert_eq!(config.dynamodb.retry_config().max_attempts(), 3);
+        assert_eq!(
+            config.dynamodb.timeout_config().operation_attempt_timeout(),
+            Some(Duration::from_millis(1500))
+        );
+    }
+
+    #[test]
+    fn dynamodb_settings_out_of_range_are_rejected() {
+        for (variable, value) in [
+            ("DYNAMODB_CONNECT_TIMEOUT_MS", "0"),
+            ("DYNAMODB_ATTEMPT_TIMEOUT_MS", "99"),
+            ("DYNAMODB_MAX_ATTEMPTS", "0"),
+            ("DYNAMODB_MAX_ATTEMPTS", "21"),
+        ] {
+            let error = config_from(&[("LEARNINGS_TABLE", "agno_learnings"), (variable, value)])
+                .unwrap_err();
+
+            assert_eq!(error.variable, variable, "value {value}");
+        }
     }
 
     #[test]

@@ -35,7 +35,11 @@ async fn main() -> Result<(), Error> {
 
     // Credentials and region come from the Lambda environment, and an
     // AWS_ENDPOINT_URL_DYNAMODB variable redirects the client to a local server.
-    let sdk_config = aws_config::load_from_env().await;
+    let sdk_config = aws_config::defaults(aws_config::BehaviorVersion::latest())
+        .timeout_config(config.dynamodb.timeout_config())
+        .retry_config(config.dynamodb.retry_config())
+        .load()
+        .await;
     let app = App::new(config, aws_sdk_dynamodb::Client::new(&sdk_config));
 
     lambda_runtime::run(service_fn(|event: LambdaEvent<Value>| {

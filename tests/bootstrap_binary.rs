@@ -199,7 +199,7 @@ async fn near_deadline_gets_500_not_timeout() {
     );
 
     // Lambda's deadline header is 2 s away, inside the 5 s margin, so the
-    // function must answer at once without deleting.
+    // function must respond at once without deleting.
     let event = read_json(&repository_root().join("events/http-api-self.json"));
     let deadline_ms = support::runtime_api::epoch_millis() + 2_000;
     runtime_api.push_event_with_deadline("request-late", event, Some(deadline_ms));
@@ -287,4 +287,48 @@ async fn past_emulator_deadline_sets_no_limit() {
     assert_eq!(status_of(response), 204, "{output}");
     assert!(snapshot(&client, &table).await.is_empty());
     assert!(output.contains("the deletion runs without one"), "{output}");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn attempt_timeout_variable_is_applied() {
+    let client = dynamodb_client();
+    let table = unique_table_name("attempt");
+    create_table(&client, &table).await;
+    put_learnings(&client, &table, &[("user-a", "user_profile")], 100).await;
+    let proxy = DynamoProxy::start(&dynalite().endpoint).await;
+    proxy.hold_next("BatchWriteItem", 1);
+    let runtime_api = RuntimeApi::start();
+    let bootstrap = start_bootstrap(
+        &runtime_api,
+        &[
+            ("LEARNINGS_TABLE", &table),
+            ("AWS_ENDPOINT_URL_DYNAMODB", &proxy.endpoint),
+            ("DYNAMODB_ATTEMPT_TIMEOUT_MS", "300"),
+            ("DELETE_DEADLINE_MARGIN_MS", "250"),
+        ],
+    );
+
+    // The first BatchWriteItem never gets a response. With the 300 ms attempt
+    // timeout its retry deletes the item well inside the 2 s invocation. With
+    // the default 2 s timeout the attempt would outlast the invocation, and
+    // the function would return its deadline 500 instead.
+    let deadline_ms = support::runtime_api::epoch_millis() + 2_000;
+    runtime_api.push_event_with_deadline(
+        "request-stalled",
+        read_json(&repository_root().join("events/http-api-self.json")),
+        Some(deadline_ms),
+    );
+    let outcomes = tokio::task::spawn_blocking(move || {
+        runtime_api.wait_for_outcomes(1, Duration::from_secs(60))
+    })
+    .await
+    .unwrap();
+    let output = stop_and_collect_output(bootstrap);
+
+    assert!(
+        matches!(&outcomes[0].1, Outcome::Response(response) if status_of(response) == 204),
+        "{outcomes:?} {output}"
+    );
+    assert_eq!(proxy.count("BatchWriteItem"), 2);
+    assert!(snapshot(&client, &table).await.is_empty());
 }

@@ -12,6 +12,8 @@ use tokio::net::{TcpListener, TcpStream};
 struct State {
     counts: Mutex<HashMap<String, u32>>,
     held: Mutex<HashSet<String>>,
+    /// Requests still to hold, per operation, before the proxy forwards again.
+    held_next: Mutex<HashMap<String, u32>>,
 }
 
 /// The proxy. Its tasks run on the Tokio runtime of the test that started it,
@@ -57,6 +59,16 @@ impl DynamoProxy {
         self.state.counts.lock().unwrap().values().sum()
     }
 
+    /// Makes the proxy hold the next `count` requests of `operation` without
+    /// forwarding or answering them, and forward the ones after.
+    pub fn hold_next(&self, operation: &str, count: u32) {
+        self.state
+            .held_next
+            .lock()
+            .unwrap()
+            .insert(operation.to_owned(), count);
+    }
+
     /// Makes the proxy hold every later request of `operation` without
     /// forwarding or answering it.
     pub fn hold(&self, operation: &str) {
@@ -85,7 +97,7 @@ async fn relay(client: TcpStream, upstream: &str, state: &State) {
             .entry(operation.clone())
             .or_default() += 1;
 
-        if state.held.lock().unwrap().contains(&operation) {
+        if state.held.lock().unwrap().contains(&operation) || take_held_next(state, &operation) {
             // The client sees a request that never gets an answer.
             std::future::pending::<()>().await;
         }
@@ -95,6 +107,18 @@ async fn relay(client: TcpStream, upstream: &str, state: &State) {
         {
             return;
         }
+    }
+}
+
+/// Returns whether this request of `operation` is one of those to hold next, and counts it.
+fn take_held_next(state: &State, operation: &str) -> bool {
+    let mut held_next = state.held_next.lock().unwrap();
+    match held_next.get_mut(operation) {
+        Some(remaining) if *remaining > 0 => {
+            *remaining -= 1;
+            true
+        }
+        _ => false,
     }
 }
 

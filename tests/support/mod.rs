@@ -20,7 +20,9 @@ use aws_sdk_dynamodb::types::{
     AttributeDefinition, AttributeValue, BillingMode, KeySchemaElement, KeyType, PutRequest,
     ScalarAttributeType, TableStatus, WriteRequest,
 };
-use delete_learning_user::config::{AuthConfig, Config, DeletionConfig, RetryPolicy};
+use delete_learning_user::config::{
+    AuthConfig, Config, DeletionConfig, DynamoDbConfig, RetryPolicy,
+};
 use delete_learning_user::handler::{self, App};
 use delete_learning_user::tables::TableCatalog;
 use futures_util::StreamExt;
@@ -92,6 +94,20 @@ fn start_dynalite() -> Dynalite {
 /// the Tokio runtime of the test that created it.
 pub fn dynamodb_client() -> Client {
     dynamodb_client_at(&dynalite().endpoint)
+}
+
+/// Builds a DynamoDB client with the function's timeouts and retries in
+/// `settings`, for a server on 127.0.0.1 such as a proxy in front of dynalite.
+pub fn dynamodb_client_with(endpoint: &str, settings: &DynamoDbConfig) -> Client {
+    let config = aws_sdk_dynamodb::Config::builder()
+        .behavior_version(BehaviorVersion::latest())
+        .endpoint_url(endpoint)
+        .region(Region::new("us-east-1"))
+        .credentials_provider(Credentials::new("test", "test", None, None, "tests"))
+        .timeout_config(settings.timeout_config())
+        .retry_config(settings.retry_config())
+        .build();
+    Client::from_conf(config)
 }
 
 /// Builds a DynamoDB client for a server on 127.0.0.1, such as a proxy in front of dynalite.
@@ -301,6 +317,7 @@ pub fn app_with(client: Client, tables: TableCatalog, auth: AuthConfig) -> App {
             auth,
             token: None,
             deletion: fast_deletion(),
+            dynamodb: DynamoDbConfig::default(),
         },
         client,
     )
