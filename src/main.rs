@@ -30,6 +30,11 @@ async fn main() -> Result<(), Error> {
             .token
             .as_ref()
             .map_or("none: Bearer tokens are not trusted", |token| token.keys.variable()),
+        delete_concurrency = config.deletion.concurrency,
+        deadline_margin_ms = config.deletion.deadline_margin.as_millis() as u64,
+        dynamodb_connect_timeout_ms = config.dynamodb.connect_timeout.as_millis() as u64,
+        dynamodb_attempt_timeout_ms = config.dynamodb.attempt_timeout.as_millis() as u64,
+        dynamodb_max_attempts = config.dynamodb.max_attempts,
         "configuration loaded"
     );
 

@@ -123,6 +123,16 @@ async fn binary_serves_sample_events() {
     assert_eq!(request_lines[0]["status"], 204);
     assert_eq!(request_lines[1]["error_code"], "FORBIDDEN");
     assert!(!output.to_lowercase().contains("authorization"), "{output}");
+
+    let configuration = output
+        .lines()
+        .filter_map(|line| serde_json::from_str::<Value>(line).ok())
+        .find(|line| line["message"] == "configuration loaded")
+        .unwrap_or_else(|| panic!("no configuration line: {output}"));
+    assert_eq!(configuration["delete_concurrency"], 8);
+    assert_eq!(configuration["deadline_margin_ms"], 1000);
+    assert_eq!(configuration["dynamodb_attempt_timeout_ms"], 2000);
+    assert_eq!(configuration["dynamodb_max_attempts"], 5);
 }
 
 #[test]
