@@ -231,3 +231,53 @@ async fn stuck_batches_are_abandoned_before_deadline() {
     let after = snapshot(&client, &table).await;
     assert_eq!(after, filtered(&before, |user_id, _| user_id != "user-a"));
 }
+
+#[tokio::test]
+async fn deadline_stops_large_deletion_and_repeat_finishes() {
+    let items = 30_000;
+    let (client, table) = seeded_large_table("large_deadline", "user_memory", items).await;
+    let before = snapshot(&client, &table).await;
+    let app = app_for_table(client.clone(), &table);
+    let event = delete_by(admin_claims(), "user-a", "");
+
+    // With the default 1 s margin, new calls stop 0.5 s in, which is far less
+    // than dynalite needs for 30,000 deletes.
+    let invocation_end = Instant::now() + Duration::from_millis(1_500);
+    let response = tokio::time::timeout(
+        Duration::from_secs(30),
+        handler::handle(&app, &event, "request-large", Some(invocation_end)),
+    )
+    .await
+    .expect("the handler returns before the invocation deadline");
+
+    assert_eq!(status_of(&response), 500);
+    let detail = error_body(&response)["detail"].as_str().unwrap().to_owned();
+    let deleted: usize = detail
+        .split("after deleting ")
+        .nth(1)
+        .and_then(|rest| rest.split(' ').next())
+        .and_then(|count| count.parse().ok())
+        .unwrap_or_else(|| panic!("no deleted count in {detail}"));
+    assert!(deleted > 0, "{detail}");
+    assert!(deleted < items, "{detail}");
+    let midway = snapshot(&client, &table).await;
+    let left = sort_keys_of(&midway, "user-a")
+        .iter()
+        .filter(|sort_key| sort_key.starts_with("user_memory#"))
+        .count();
+    // Calls abandoned at the deadline may have deleted more than reported, never less.
+    assert!(
+        left <= items - deleted,
+        "{left} left after {deleted} reported"
+    );
+    assert_eq!(
+        filtered(&midway, |user_id, _| user_id != "user-a"),
+        filtered(&before, |user_id, _| user_id != "user-a")
+    );
+
+    let repeated = invoke(&app, &event).await;
+
+    assert_eq!(status_of(&repeated), 204);
+    let after = snapshot(&client, &table).await;
+    assert_eq!(after, filtered(&before, |user_id, _| user_id != "user-a"));
+}
