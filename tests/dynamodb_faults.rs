@@ -7,7 +7,8 @@ use std::time::Duration;
 
 use delete_learning_user::config::DynamoDbConfig;
 use delete_learning_user::store::{self, DeletionScope, StoreError};
-use support::dynamo_proxy::DynamoProxy;
+use serde_json::json;
+use support::dynamo_proxy::{DynamoProxy, Fault};
 use support::*;
 
 /// Returns the function's settings with a short attempt timeout, so that a
@@ -101,4 +102,125 @@ async fn stalled_attempts_fail_without_deleting() {
     // Three batches were in flight, each tried twice.
     assert_eq!(proxy.count("BatchWriteItem"), 6);
     assert_eq!(snapshot(&client, &table).await, before);
+}
+
+/// Returns whether an item is one that deleting user-a's learnings of
+/// `learning_type` (or all of them) must remove.
+fn in_scope(user_id: &str, sort_key: &str, learning_type: Option<&str>) -> bool {
+    if user_id != "user-a" {
+        return false;
+    }
+    match learning_type {
+        None => true,
+        Some(learning_type) => match sort_key.strip_prefix(learning_type) {
+            Some(rest) => rest.is_empty() || rest.starts_with('#'),
+            None => false,
+        },
+    }
+}
+
+#[tokio::test]
+async fn seeded_faults_keep_invariants() {
+    let mut statuses = Vec::new();
+    let mut injected = 0;
+
+    for seed in 0..24_u64 {
+        let client = dynamodb_client();
+        let table = unique_table_name("faults");
+        create_table(&client, &table).await;
+        let sort_keys: Vec<String> = (0..80)
+            .map(|index| format!("user_memory#{index:02}"))
+            .collect();
+        let mut keys: Vec<(&str, &str)> = sort_keys
+            .iter()
+            .map(|sort_key| ("user-a", sort_key.as_str()))
+            .collect();
+        keys.extend([
+            ("user-a", "user_memory"),
+            ("user-a", "user_memory_v2#x"),
+            ("user-a", "user_memoryx"),
+            ("user-a", "user_profile"),
+            ("user-a-2", "user_memory#00"),
+            ("user-b", "user_memory#00"),
+        ]);
+        put_learnings(&client, &table, &keys, 300).await;
+        let before = snapshot(&client, &table).await;
+
+        let learning_type = (seed % 2 == 0).then_some("user_memory");
+        let raw_query = learning_type.map_or(String::new(), |learning_type| {
+            format!("learning_type={learning_type}")
+        });
+        let event = delete_by(
+            json!({"sub": "admin-1", "scope": "agent_os:admin"}),
+            "user-a",
+            &raw_query,
+        );
+        let proxy = DynamoProxy::start(&dynalite().endpoint).await;
+        // Mild schedules let the SDK's retries recover, harsh ones make it give up.
+        let fraction = [0.2, 0.5, 0.9][(seed % 3) as usize];
+        proxy.inject_faults(seed, fraction, &Fault::ALL);
+        let settings = DynamoDbConfig {
+            attempt_timeout: Duration::from_millis(500),
+            max_attempts: 3,
+            ..DynamoDbConfig::default()
+        };
+        let app = app_for_table(dynamodb_client_with(&proxy.endpoint, &settings), &table);
+
+        let response = invoke(&app, &event).await;
+
+        let status = status_of(&response);
+        assert!(
+            status == 204 || status == 500,
+            "seed {seed}: unexpected response {response}"
+        );
+        let after = snapshot(&client, &table).await;
+        let outside = |snapshot: &Snapshot| {
+            filtered(snapshot, |user_id, sort_key| {
+                !in_scope(user_id, sort_key, learning_type)
+            })
+        };
+        assert_eq!(
+            outside(&after),
+            outside(&before),
+            "seed {seed}: items outside the scope changed"
+        );
+        let inside_after = filtered(&after, |user_id, sort_key| {
+            in_scope(user_id, sort_key, learning_type)
+        });
+        if status == 204 {
+            assert!(
+                inside_after.is_empty(),
+                "seed {seed}: 204 with {} items left",
+                inside_after.len()
+            );
+        } else {
+            assert!(
+                inside_after.keys().all(|key| before.contains_key(key)),
+                "seed {seed}: items appeared"
+            );
+        }
+
+        // Without faults, a repeat finishes the job.
+        proxy.stop_faults();
+        let repeated = invoke(&app, &event).await;
+        assert_eq!(status_of(&repeated), 204, "seed {seed}: repeat {repeated}");
+        let final_state = snapshot(&client, &table).await;
+        assert_eq!(
+            final_state,
+            outside(&before),
+            "seed {seed}: after the repeat"
+        );
+
+        statuses.push(status);
+        injected += proxy.injected();
+    }
+
+    eprintln!("statuses {statuses:?}, {injected} faults injected");
+    assert!(injected >= 24, "too few faults were injected: {injected}");
+    // Requests on parallel connections may reach the proxy in another order
+    // from run to run. But with 90% of requests failing and 3 attempts per
+    // call, the harsh schedules practically always end in 500. The mild ones
+    // end in 204, so both sets of checks run.
+    assert!(statuses.contains(&204), "{statuses:?}");
+    assert!(statuses.contains(&500), "{statuses:?}");
 }

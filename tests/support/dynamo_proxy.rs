@@ -1,12 +1,72 @@
 //! An HTTP proxy on 127.0.0.1 between a DynamoDB client and dynalite. It
-//! counts the requests that reach the wire per operation, and can hold the
-//! requests of an operation forever, like a DynamoDB that stopped responding.
+//! counts the requests that reach the wire per operation, can hold the
+//! requests of an operation forever, like a DynamoDB that stopped responding,
+//! and can inject faults chosen by a seeded random generator.
 
 use std::collections::{HashMap, HashSet};
+use std::sync::atomic::{AtomicU32, Ordering};
 use std::sync::{Arc, Mutex};
 
 use tokio::io::{AsyncBufReadExt, AsyncReadExt, AsyncWriteExt, BufReader};
+use tokio::net::tcp::{OwnedReadHalf, OwnedWriteHalf};
 use tokio::net::{TcpListener, TcpStream};
+
+/// A fault that the proxy puts in place of a normal exchange.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Fault {
+    /// 400 ProvisionedThroughputExceededException, without forwarding.
+    ProvisionedThroughputExceeded,
+    /// 400 ThrottlingException, without forwarding.
+    Throttling,
+    /// 500 InternalServerError, without forwarding.
+    InternalServerError,
+    /// 503 with no DynamoDB error type, without forwarding.
+    ServiceUnavailable,
+    /// The connection closes before the request reaches dynalite.
+    CloseBeforeForwarding,
+    /// dynalite carries out the request, then the connection closes before
+    /// the response reaches the client.
+    CloseAfterForwarding,
+}
+
+impl Fault {
+    pub const ALL: [Fault; 6] = [
+        Fault::ProvisionedThroughputExceeded,
+        Fault::Throttling,
+        Fault::InternalServerError,
+        Fault::ServiceUnavailable,
+        Fault::CloseBeforeForwarding,
+        Fault::CloseAfterForwarding,
+    ];
+
+    /// Returns the status line and body of an injected error response, or
+    /// None for the faults that close the connection.
+    fn error_response(self) -> Option<(&'static str, &'static str)> {
+        match self {
+            Fault::ProvisionedThroughputExceeded => Some((
+                "400 Bad Request",
+                r#"{"__type":"com.amazonaws.dynamodb.v20120810#ProvisionedThroughputExceededException","message":"Injected by the test proxy"}"#,
+            )),
+            Fault::Throttling => Some((
+                "400 Bad Request",
+                r#"{"__type":"com.amazon.coral.availability#ThrottlingException","message":"Injected by the test proxy"}"#,
+            )),
+            Fault::InternalServerError => Some((
+                "500 Internal Server Error",
+                r#"{"__type":"com.amazonaws.dynamodb.v20120810#InternalServerError","message":"Injected by the test proxy"}"#,
+            )),
+            Fault::ServiceUnavailable => Some(("503 Service Unavailable", "")),
+            Fault::CloseBeforeForwarding | Fault::CloseAfterForwarding => None,
+        }
+    }
+}
+
+/// Which faults to inject, how often, and the generator that picks them.
+struct FaultPlan {
+    random: fastrand::Rng,
+    fraction: f64,
+    faults: Vec<Fault>,
+}
 
 #[derive(Default)]
 struct State {
@@ -14,6 +74,8 @@ struct State {
     held: Mutex<HashSet<String>>,
     /// Requests still to hold, per operation, before the proxy forwards again.
     held_next: Mutex<HashMap<String, u32>>,
+    plan: Mutex<Option<FaultPlan>>,
+    injected: AtomicU32,
 }
 
 /// The proxy. Its tasks run on the Tokio runtime of the test that started it,
@@ -69,6 +131,27 @@ impl DynamoProxy {
             .insert(operation.to_owned(), count);
     }
 
+    /// Makes the proxy replace `fraction` of later requests with one of
+    /// `faults`, picked by a generator seeded with `seed`, so that a failing
+    /// seed replays the same schedule.
+    pub fn inject_faults(&self, seed: u64, fraction: f64, faults: &[Fault]) {
+        *self.state.plan.lock().unwrap() = Some(FaultPlan {
+            random: fastrand::Rng::with_seed(seed),
+            fraction,
+            faults: faults.to_vec(),
+        });
+    }
+
+    /// Stops injecting faults.
+    pub fn stop_faults(&self) {
+        *self.state.plan.lock().unwrap() = None;
+    }
+
+    /// Returns how many faults the proxy injected.
+    pub fn injected(&self) -> u32 {
+        self.state.injected.load(Ordering::Relaxed)
+    }
+
     /// Makes the proxy hold every later request of `operation` without
     /// forwarding or answering it.
     pub fn hold(&self, operation: &str) {
@@ -76,19 +159,17 @@ impl DynamoProxy {
     }
 }
 
-/// Relays one client connection: requests one by one to dynalite, responses
-/// back as they come.
+/// Relays one client connection, one exchange at a time: a request to
+/// dynalite and its response back, unless a fault takes its place.
 async fn relay(client: TcpStream, upstream: &str, state: &State) {
     let Ok(server) = TcpStream::connect(upstream).await else {
         return;
     };
     let (client_reader, mut client_writer) = client.into_split();
-    let (mut server_reader, mut server_writer) = server.into_split();
-    tokio::spawn(async move {
-        let _ = tokio::io::copy(&mut server_reader, &mut client_writer).await;
-    });
-
+    let (server_reader, mut server_writer) = server.into_split();
     let mut requests = BufReader::new(client_reader);
+    let mut responses = BufReader::new(server_reader);
+
     while let Some((head, body, operation)) = read_request(&mut requests).await {
         *state
             .counts
@@ -98,8 +179,22 @@ async fn relay(client: TcpStream, upstream: &str, state: &State) {
             .or_default() += 1;
 
         if state.held.lock().unwrap().contains(&operation) || take_held_next(state, &operation) {
-            // The client sees a request that never gets an answer.
+            // The client sees a request that never gets a response.
             std::future::pending::<()>().await;
+        }
+
+        let fault = pick_fault(state);
+        if let Some((status, error_body)) = fault.and_then(Fault::error_response) {
+            if write_error(&mut client_writer, status, error_body)
+                .await
+                .is_err()
+            {
+                return;
+            }
+            continue;
+        }
+        if fault == Some(Fault::CloseBeforeForwarding) {
+            return;
         }
 
         if server_writer.write_all(&head).await.is_err()
@@ -107,7 +202,64 @@ async fn relay(client: TcpStream, upstream: &str, state: &State) {
         {
             return;
         }
+        let Some(response) = read_response(&mut responses).await else {
+            return;
+        };
+        if fault == Some(Fault::CloseAfterForwarding) {
+            return;
+        }
+        if client_writer.write_all(&response).await.is_err() {
+            return;
+        }
     }
+}
+
+/// Picks the fault for the next request from the plan, if any.
+fn pick_fault(state: &State) -> Option<Fault> {
+    let mut plan = state.plan.lock().unwrap();
+    let plan = plan.as_mut()?;
+    if plan.faults.is_empty() || plan.random.f64() >= plan.fraction {
+        return None;
+    }
+
+    let fault = plan.faults[plan.random.usize(..plan.faults.len())];
+    state.injected.fetch_add(1, Ordering::Relaxed);
+    Some(fault)
+}
+
+async fn write_error(client: &mut OwnedWriteHalf, status: &str, body: &str) -> std::io::Result<()> {
+    let response = format!(
+        "HTTP/1.1 {status}\r\ncontent-type: application/x-amz-json-1.0\r\nx-amzn-requestid: injected\r\ncontent-length: {}\r\n\r\n{body}",
+        body.len()
+    );
+    client.write_all(response.as_bytes()).await
+}
+
+/// Reads one response of dynalite, which always sends a Content-Length, as raw bytes.
+async fn read_response(reader: &mut BufReader<OwnedReadHalf>) -> Option<Vec<u8>> {
+    let mut response = Vec::new();
+    let mut content_length = 0;
+    loop {
+        let mut line = String::new();
+        if reader.read_line(&mut line).await.ok()? == 0 {
+            return None;
+        }
+        response.extend_from_slice(line.as_bytes());
+        let trimmed = line.trim_end();
+        if trimmed.is_empty() {
+            break;
+        }
+        if let Some((name, value)) = trimmed.split_once(':')
+            && name.eq_ignore_ascii_case("content-length")
+        {
+            content_length = value.trim().parse().ok()?;
+        }
+    }
+
+    let start = response.len();
+    response.resize(start + content_length, 0);
+    reader.read_exact(&mut response[start..]).await.ok()?;
+    Some(response)
 }
 
 /// Returns whether this request of `operation` is one of those to hold next, and counts it.
@@ -124,9 +276,7 @@ fn take_held_next(state: &State, operation: &str) -> bool {
 
 /// Reads one request: its head, its body, and the operation named by its
 /// `X-Amz-Target` header (`DynamoDB_20120810.Query` gives `Query`).
-async fn read_request(
-    reader: &mut BufReader<tokio::net::tcp::OwnedReadHalf>,
-) -> Option<(Vec<u8>, Vec<u8>, String)> {
+async fn read_request(reader: &mut BufReader<OwnedReadHalf>) -> Option<(Vec<u8>, Vec<u8>, String)> {
     let mut head = Vec::new();
     let mut content_length = 0;
     let mut operation = String::new();
