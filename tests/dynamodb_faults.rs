@@ -224,3 +224,29 @@ async fn seeded_faults_keep_invariants() {
     assert!(statuses.contains(&204), "{statuses:?}");
     assert!(statuses.contains(&500), "{statuses:?}");
 }
+
+#[tokio::test]
+async fn missing_table_is_500_and_touches_nothing() {
+    let (client, table, before) = seeded_table("present").await;
+    // The configured table does not exist, so dynalite answers ResourceNotFoundException.
+    let app = app_for_table(client.clone(), "agno_learnings_missing");
+    let event = delete_by(
+        json!({"sub": "admin-1", "scope": "agent_os:admin"}),
+        "user-a",
+        "",
+    );
+
+    let response = invoke(&app, &event).await;
+
+    assert_eq!(status_of(&response), 500);
+    let body = error_body(&response);
+    assert_eq!(body["error_code"], "INTERNAL_SERVER_ERROR");
+    assert!(
+        !body["detail"]
+            .as_str()
+            .unwrap()
+            .contains("agno_learnings_missing"),
+        "the detail must not expose the table: {body}"
+    );
+    assert_eq!(snapshot(&client, &table).await, before);
+}
