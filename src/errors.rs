@@ -79,8 +79,8 @@ impl ApiError {
     ///
     /// An internal error names only the request id, which lets an operator find
     /// the SDK error in the log without exposing it to the client. A deletion
-    /// cut short by the invocation deadline also says how far it got, because
-    /// the client can finish it by repeating the request.
+    /// cut short by the invocation deadline also gives the number deleted,
+    /// because the client can finish it by repeating the request.
     pub fn detail(&self, request_id: &str) -> String {
         match self {
             Self::BadRequest(detail)

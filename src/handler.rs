@@ -40,8 +40,8 @@ impl App {
 /// Handles one Lambda event and returns the HTTP response for its front end.
 ///
 /// `invocation_end` is when Lambda ends the invocation. The deletion stops
-/// early enough before it to return a 500 that says how far it got, instead
-/// of letting the invocation time out.
+/// early enough before it to return a 500 with the number of deleted
+/// learnings, instead of letting the invocation time out.
 ///
 /// Never fails: every outcome, a malformed event included, is an HTTP
 /// response, so the runtime never reports an invocation error for a request.

@@ -228,7 +228,7 @@ async fn seeded_faults_keep_invariants() {
 #[tokio::test]
 async fn missing_table_is_500_and_touches_nothing() {
     let (client, table, before) = seeded_table("present").await;
-    // The configured table does not exist, so dynalite answers ResourceNotFoundException.
+    // The configured table does not exist, so dynalite returns ResourceNotFoundException.
     let app = app_for_table(client.clone(), "agno_learnings_missing");
     let event = delete_by(
         json!({"sub": "admin-1", "scope": "agent_os:admin"}),

@@ -3,7 +3,7 @@
 //! requests of an operation forever, like a DynamoDB that stopped responding,
 //! and can inject faults chosen by a seeded random generator.
 
-use std::collections::{HashMap, HashSet};
+use std::collections::HashMap;
 use std::sync::atomic::{AtomicU32, Ordering};
 use std::sync::{Arc, Mutex};
 
@@ -71,7 +71,6 @@ struct FaultPlan {
 #[derive(Default)]
 struct State {
     counts: Mutex<HashMap<String, u32>>,
-    held: Mutex<HashSet<String>>,
     /// Requests still to hold, per operation, before the proxy forwards again.
     held_next: Mutex<HashMap<String, u32>>,
     plan: Mutex<Option<FaultPlan>>,
@@ -122,7 +121,7 @@ impl DynamoProxy {
     }
 
     /// Makes the proxy hold the next `count` requests of `operation` without
-    /// forwarding or answering them, and forward the ones after.
+    /// forwarding them or responding, and forward the ones after.
     pub fn hold_next(&self, operation: &str, count: u32) {
         self.state
             .held_next
@@ -153,9 +152,9 @@ impl DynamoProxy {
     }
 
     /// Makes the proxy hold every later request of `operation` without
-    /// forwarding or answering it.
+    /// forwarding it or responding.
     pub fn hold(&self, operation: &str) {
-        self.state.held.lock().unwrap().insert(operation.to_owned());
+        self.hold_next(operation, u32::MAX);
     }
 }
 
@@ -178,7 +177,7 @@ async fn relay(client: TcpStream, upstream: &str, state: &State) {
             .entry(operation.clone())
             .or_default() += 1;
 
-        if state.held.lock().unwrap().contains(&operation) || take_held_next(state, &operation) {
+        if take_held_next(state, &operation) {
             // The client sees a request that never gets a response.
             std::future::pending::<()>().await;
         }

@@ -20,7 +20,7 @@ pub enum Outcome {
 #[derive(Default)]
 struct State {
     /// Queued events with their request id and deadline in milliseconds since the epoch.
-    pending: VecDeque<(String, Value, u128)>,
+    pending: VecDeque<(String, Value, Option<u128>)>,
     outcomes: Vec<(String, Outcome)>,
     /// GET /next requests so far; the first one means that init has finished.
     polls: usize,
@@ -64,11 +64,10 @@ impl RuntimeApi {
         deadline_ms: Option<u128>,
     ) {
         let (lock, changed) = &*self.state;
-        lock.lock().unwrap().pending.push_back((
-            request_id.to_owned(),
-            event,
-            deadline_ms.unwrap_or(0),
-        ));
+        lock.lock()
+            .unwrap()
+            .pending
+            .push_back((request_id.to_owned(), event, deadline_ms));
         changed.notify_all();
     }
 
@@ -89,7 +88,7 @@ impl RuntimeApi {
         state.outcomes.clone()
     }
 
-    /// Waits until the function asks for its first event, which it does once
+    /// Waits until the function requests its first event, which it does once
     /// its init has finished, for at most `timeout`.
     pub fn wait_for_first_poll(&self, timeout: Duration) {
         let (lock, changed) = &*self.state;
@@ -145,11 +144,7 @@ fn route(
         changed.notify_all();
         loop {
             if let Some((request_id, event, deadline_ms)) = guard.pending.pop_front() {
-                let deadline_ms = if deadline_ms == 0 {
-                    epoch_millis() + 30_000
-                } else {
-                    deadline_ms
-                };
+                let deadline_ms = deadline_ms.unwrap_or_else(|| epoch_millis() + 30_000);
                 let headers = vec![
                     ("content-type", "application/json".to_owned()),
                     ("lambda-runtime-aws-request-id", request_id),
