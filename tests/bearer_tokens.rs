@@ -13,6 +13,7 @@ use delete_learning_user::config::Config;
 use delete_learning_user::handler::App;
 use jsonwebtoken::Algorithm;
 use serde_json::{Value, json};
+use support::invariants::{Scope, invoke_checked};
 use support::jwks_server::JwksServer;
 use support::tokens::*;
 use support::*;
@@ -68,17 +69,38 @@ impl Fixture {
         snapshot(&self.client, &self.table).await
     }
 
-    /// Sends a function-URL request with this Authorization header value.
+    /// Sends an event through the handler, and checks the invariants on the
+    /// fixture's table. `scope` is None for a request that must be rejected.
+    async fn send(&self, event: &Value, scope: Option<&Scope>) -> Value {
+        invoke_checked(&self.app, &self.client, &[&self.table], event, scope).await
+    }
+
+    /// Returns the scope of a request for all of `user_id`'s learnings.
+    fn scope_of(&self, user_id: &str) -> Scope {
+        Scope::new(&self.table, user_id, None)
+    }
+
+    /// Sends a function-URL request with this Authorization header value, for
+    /// a caller who may delete `user_id`'s learnings.
     async fn delete_with_header(&self, user_id: &str, authorization: &str) -> Value {
-        invoke(
-            &self.app,
-            &function_url_event(user_id, "", Some(authorization)),
-        )
-        .await
+        let event = function_url_event(user_id, "", Some(authorization));
+        self.send(&event, Some(&self.scope_of(user_id))).await
     }
 
     async fn delete_with_token(&self, user_id: &str, token: &str) -> Value {
         self.delete_with_header(user_id, &format!("Bearer {token}"))
+            .await
+    }
+
+    /// Sends a function-URL request with this Authorization header value,
+    /// which the function must reject, so the check allows no change at all.
+    async fn rejected_delete_with_header(&self, user_id: &str, authorization: &str) -> Value {
+        let event = function_url_event(user_id, "", Some(authorization));
+        self.send(&event, None).await
+    }
+
+    async fn rejected_delete_with_token(&self, user_id: &str, token: &str) -> Value {
+        self.rejected_delete_with_header(user_id, &format!("Bearer {token}"))
             .await
     }
 
@@ -174,7 +196,7 @@ async fn own_token_cannot_delete_others() {
     let fixture = pem_fixture().await;
 
     let response = fixture
-        .delete_with_token("user-b", &sign_rs256(&claims_for("user-a")))
+        .rejected_delete_with_token("user-b", &sign_rs256(&claims_for("user-a")))
         .await;
 
     assert_eq!(status_of(&response), 403);
@@ -252,7 +274,7 @@ async fn agentos_token_without_scope_is_403() {
     claims["scopes"] = json!(["learnings:read"]);
 
     let response = fixture
-        .delete_with_token("user-a", &sign_rs256(&claims))
+        .rejected_delete_with_token("user-a", &sign_rs256(&claims))
         .await;
 
     assert_eq!(status_of(&response), 403);
@@ -360,7 +382,7 @@ async fn inline_jwks_rejects_kid_with_other_algorithm() {
 
     // Signed with the EC key, but naming the RSA key's kid.
     let token = sign(&claims_for("user-a"), "ec", Algorithm::ES256, Some("rsa-1"));
-    let response = fixture.delete_with_token("user-a", &token).await;
+    let response = fixture.rejected_delete_with_token("user-a", &token).await;
 
     fixture
         .assert_rejected(&response, "Token algorithm is not allowed")
@@ -373,7 +395,7 @@ async fn expired_token_is_rejected() {
     let claims = json!({"sub": "user-a", "iat": now() - 3600, "exp": now() - 60});
 
     let response = fixture
-        .delete_with_token("user-a", &sign_rs256(&claims))
+        .rejected_delete_with_token("user-a", &sign_rs256(&claims))
         .await;
 
     fixture
@@ -400,7 +422,7 @@ async fn future_nbf_is_rejected() {
     claims["nbf"] = json!(now() + 120);
 
     let response = fixture
-        .delete_with_token("user-a", &sign_rs256(&claims))
+        .rejected_delete_with_token("user-a", &sign_rs256(&claims))
         .await;
 
     fixture
@@ -413,7 +435,7 @@ async fn token_without_exp_is_rejected() {
     let fixture = pem_fixture().await;
 
     let response = fixture
-        .delete_with_token("user-a", &sign_rs256(&json!({"sub": "user-a"})))
+        .rejected_delete_with_token("user-a", &sign_rs256(&json!({"sub": "user-a"})))
         .await;
 
     fixture
@@ -431,7 +453,7 @@ async fn bad_signature_is_rejected() {
         Algorithm::RS256,
         Some("rsa-1"),
     );
-    let response = fixture.delete_with_token("user-a", &token).await;
+    let response = fixture.rejected_delete_with_token("user-a", &token).await;
 
     fixture
         .assert_rejected(&response, "Invalid token signature")
@@ -445,7 +467,7 @@ async fn alg_none_is_rejected() {
     let payload = URL_SAFE_NO_PAD.encode(claims_for("user-a").to_string());
 
     let response = fixture
-        .delete_with_token("user-a", &format!("{header}.{payload}."))
+        .rejected_delete_with_token("user-a", &format!("{header}.{payload}."))
         .await;
 
     fixture.assert_rejected(&response, "Malformed token").await;
@@ -457,7 +479,7 @@ async fn hs256_with_rsa_public_key_is_rejected() {
 
     // Algorithm confusion: an HS256 MAC keyed with the bytes of the configured RSA public key.
     let token = sign_hs256(&claims_for("user-a"), key_pem("rsa-public.pem").as_bytes());
-    let response = fixture.delete_with_token("user-a", &token).await;
+    let response = fixture.rejected_delete_with_token("user-a", &token).await;
 
     fixture
         .assert_rejected(&response, "Token algorithm is not allowed")
@@ -481,7 +503,7 @@ async fn wrong_issuer_is_rejected() {
     claims["iss"] = json!("https://cognito-idp.us-east-1.amazonaws.com/us-east-1_Other");
 
     let response = fixture
-        .delete_with_token("user-a", &sign_rs256(&claims))
+        .rejected_delete_with_token("user-a", &sign_rs256(&claims))
         .await;
 
     fixture
@@ -514,7 +536,7 @@ async fn missing_or_odd_issuer_is_rejected() {
             claims["iss"] = iss.clone();
         }
         let response = fixture
-            .delete_with_token("user-a", &sign_rs256(&claims))
+            .rejected_delete_with_token("user-a", &sign_rs256(&claims))
             .await;
         assert_eq!(
             error_body(&response)["detail"],
@@ -542,7 +564,7 @@ async fn other_app_client_is_rejected() {
     claims["token_use"] = json!("access");
 
     let response = fixture
-        .delete_with_token("user-a", &sign_rs256(&claims))
+        .rejected_delete_with_token("user-a", &sign_rs256(&claims))
         .await;
 
     fixture
@@ -564,7 +586,7 @@ async fn id_token_is_rejected_for_access_use() {
     claims["token_use"] = json!("id");
 
     let response = fixture
-        .delete_with_token("user-a", &sign_rs256(&claims))
+        .rejected_delete_with_token("user-a", &sign_rs256(&claims))
         .await;
 
     fixture
@@ -577,12 +599,16 @@ async fn malformed_tokens_are_rejected() {
     let fixture = pem_fixture().await;
 
     for token in ["abc", "a.b.c", "a.b", "...", "eyJhbGciOiJSUzI1NiJ9.e30"] {
-        let response = fixture.delete_with_token("user-a", token).await;
+        let response = fixture.rejected_delete_with_token("user-a", token).await;
         fixture.assert_rejected(&response, "Malformed token").await;
     }
-    let spaced = fixture.delete_with_header("user-a", "Bearer one two").await;
+    let spaced = fixture
+        .rejected_delete_with_header("user-a", "Bearer one two")
+        .await;
     fixture.assert_rejected(&spaced, "Malformed token").await;
-    let empty = fixture.delete_with_header("user-a", "Bearer ").await;
+    let empty = fixture
+        .rejected_delete_with_header("user-a", "Bearer ")
+        .await;
     fixture.assert_rejected(&empty, "Malformed token").await;
 }
 
@@ -596,7 +622,7 @@ async fn other_schemes_are_rejected() {
         "Bearer",
         "bearer ",
     ] {
-        let response = fixture.delete_with_header("user-a", header).await;
+        let response = fixture.rejected_delete_with_header("user-a", header).await;
         assert_eq!(status_of(&response), 401, "{header}");
         assert_eq!(
             error_body(&response)["error_code"],
@@ -605,7 +631,7 @@ async fn other_schemes_are_rejected() {
         );
     }
     let basic = fixture
-        .delete_with_header("user-a", "Basic dXNlci1hOnNlY3JldA==")
+        .rejected_delete_with_header("user-a", "Basic dXNlci1hOnNlY3JldA==")
         .await;
     fixture
         .assert_rejected(&basic, "Authorization header must use the Bearer scheme")
@@ -641,7 +667,7 @@ async fn two_authorization_headers_are_rejected() {
     );
 
     for event in [rest, joined] {
-        let response = invoke(&fixture.app, &event).await;
+        let response = fixture.send(&event, None).await;
         fixture
             .assert_rejected(&response, "Only one Authorization header is allowed")
             .await;
@@ -658,7 +684,7 @@ async fn rejected_token_detail_never_echoes_it() {
         Some("rsa-1"),
     );
 
-    let response = fixture.delete_with_token("user-a", &token).await;
+    let response = fixture.rejected_delete_with_token("user-a", &token).await;
 
     let body = response["body"].as_str().unwrap();
     let signature = token.rsplit('.').next().unwrap();
@@ -671,7 +697,7 @@ async fn no_key_source_means_401() {
     let fixture = fixture_with(&[], None).await;
 
     let response = fixture
-        .delete_with_token("user-a", &sign_rs256(&claims_for("user-a")))
+        .rejected_delete_with_token("user-a", &sign_rs256(&claims_for("user-a")))
         .await;
 
     fixture
@@ -689,7 +715,9 @@ async fn authorizer_context_beats_garbage_token() {
     let mut event = delete_by(json!({"sub": "user-a"}), "user-a", "");
     event["headers"]["authorization"] = json!("Bearer not-a-token");
 
-    let response = invoke(&fixture.app, &event).await;
+    let response = fixture
+        .send(&event, Some(&fixture.scope_of("user-a")))
+        .await;
 
     assert_eq!(status_of(&response), 204, "{response}");
     assert!(sort_keys_of(&fixture.after().await, "user-a").is_empty());
@@ -703,7 +731,7 @@ async fn admin_token_never_upgrades_authorizer() {
     let mut event = delete_by(json!({"sub": "user-a"}), "user-b", "");
     event["headers"]["authorization"] = json!(format!("Bearer {}", sign_rs256(&admin_claims)));
 
-    let response = invoke(&fixture.app, &event).await;
+    let response = fixture.send(&event, None).await;
 
     assert_eq!(status_of(&response), 403);
     assert_eq!(fixture.after().await, fixture.before);
@@ -758,8 +786,10 @@ async fn every_front_end_behaves_the_same() {
         .await;
         let before = fixture.after().await;
         let by_type = front_end != "rest api";
+        let learning_type = by_type.then_some("entity_memory");
+        let scope = Scope::new(&fixture.table, "idp|user-c", learning_type);
 
-        let response = invoke(&fixture.app, &event).await;
+        let response = fixture.send(&event, Some(&scope)).await;
 
         assert_eq!(status_of(&response), 204, "{front_end}: {response}");
         let expected = filtered(&before, |user_id, sort_key| {
@@ -806,7 +836,7 @@ async fn unknown_kid_refetches_at_most_once_a_minute() {
             Algorithm::RS256,
             Some("rotated"),
         );
-        let response = fixture.delete_with_token("user-a", &token).await;
+        let response = fixture.rejected_delete_with_token("user-a", &token).await;
         assert_eq!(status_of(&response), 401);
         assert_eq!(error_body(&response)["detail"], "Unknown token signing key");
     }
@@ -866,7 +896,7 @@ async fn unknown_kid_after_refetch_is_rejected() {
         Algorithm::RS256,
         Some("nobody-knows"),
     );
-    let response = fixture.delete_with_token("user-a", &token).await;
+    let response = fixture.rejected_delete_with_token("user-a", &token).await;
 
     fixture
         .assert_rejected(&response, "Unknown token signing key")
@@ -882,7 +912,7 @@ async fn unavailable_jwks_url_gives_500_until_it_recovers() {
     let token = sign_rs256(&claims_for("user-a"));
 
     for _ in 0..2 {
-        let response = fixture.delete_with_token("user-a", &token).await;
+        let response = fixture.rejected_delete_with_token("user-a", &token).await;
         assert_eq!(status_of(&response), 500, "{response}");
         assert_eq!(error_body(&response)["error_code"], "INTERNAL_SERVER_ERROR");
         assert_eq!(fixture.after().await, fixture.before);
@@ -917,7 +947,7 @@ async fn failed_refetch_keeps_cached_keys() {
         Algorithm::RS256,
         Some("rotated"),
     );
-    let during_outage = fixture.delete_with_token("user-a", &unknown).await;
+    let during_outage = fixture.rejected_delete_with_token("user-a", &unknown).await;
     let known = fixture
         .delete_with_token("user-a", &sign_rs256(&claims_for("user-a")))
         .await;

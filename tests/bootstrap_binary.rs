@@ -10,6 +10,7 @@ use std::time::{Duration, Instant};
 use jsonwebtoken::Algorithm;
 use serde_json::{Value, json};
 use support::dynamo_proxy::DynamoProxy;
+use support::invariants::{Scope, assert_invariants, snapshot_tables};
 use support::jwks_server::JwksServer;
 use support::runtime_api::{Outcome, RuntimeApi};
 use support::tokens::jwks;
@@ -36,6 +37,14 @@ fn start_bootstrap(runtime_api: &RuntimeApi, extra: &[(&str, &str)]) -> Child {
         command.env(name, value);
     }
     command.spawn().expect("start the bootstrap binary")
+}
+
+/// Returns the HTTP response of a request's outcome, and panics on an invocation error.
+fn response_of((request_id, outcome): &(String, Outcome)) -> &Value {
+    match outcome {
+        Outcome::Response(response) => response,
+        Outcome::Error(error) => panic!("invocation error for {request_id}: {error}"),
+    }
 }
 
 /// Stops the binary and returns everything it wrote to stdout and stderr.
@@ -76,17 +85,30 @@ async fn binary_serves_sample_events() {
     .await;
     let runtime_api = RuntimeApi::start();
     let bootstrap = start_bootstrap(&runtime_api, &[("LEARNINGS_TABLE", &table)]);
+    let requests = [
+        (
+            "request-self",
+            read_json(&repository_root().join("events/http-api-self.json")),
+            Some(Scope::new(&table, "user-a", None)),
+        ),
+        (
+            "request-other",
+            read_json(&repository_root().join("events/http-api-other-user.json")),
+            None,
+        ),
+        ("request-garbage", json!({"not": "an http event"}), None),
+    ];
 
-    runtime_api.push_event(
-        "request-self",
-        read_json(&repository_root().join("events/http-api-self.json")),
-    );
-    runtime_api.push_event(
-        "request-other",
-        read_json(&repository_root().join("events/http-api-other-user.json")),
-    );
-    runtime_api.push_event("request-garbage", json!({"not": "an http event"}));
-    let outcomes = runtime_api.wait_for_outcomes(3, Duration::from_secs(60));
+    // The events go one at a time, so that each request gets its own snapshots.
+    let mut outcomes = Vec::new();
+    for (request_id, event, scope) in requests {
+        let before = snapshot_tables(&client, &[&table]).await;
+        runtime_api.push_event(request_id, event);
+        outcomes = runtime_api.wait_for_outcomes(outcomes.len() + 1, Duration::from_secs(60));
+        let after = snapshot_tables(&client, &[&table]).await;
+        let response = response_of(outcomes.last().unwrap());
+        assert_invariants(&before, &after, scope.as_ref(), response);
+    }
     let output = stop_and_collect_output(bootstrap);
 
     let statuses: Vec<(String, u64)> = outcomes
@@ -173,9 +195,11 @@ async fn trace_logs_never_contain_the_token() {
     let marker = "token-marker-3f9a1c";
     let mut event = read_json(&repository_root().join("events/http-api-self.json"));
     event["headers"]["authorization"] = json!(format!("Bearer {marker}"));
+    let before = snapshot_tables(&client, &[&table]).await;
 
     runtime_api.push_event("request-trace", event);
     let outcomes = runtime_api.wait_for_outcomes(1, Duration::from_secs(60));
+    let after = snapshot_tables(&client, &[&table]).await;
     let output = stop_and_collect_output(bootstrap);
 
     assert!(matches!(&outcomes[0].1, Outcome::Response(response) if status_of(response) == 204));
@@ -184,6 +208,8 @@ async fn trace_logs_never_contain_the_token() {
         "the test expects TRACE lines: {output}"
     );
     assert!(!output.contains(marker), "{output}");
+    let scope = Scope::new(&table, "user-a", None);
+    assert_invariants(&before, &after, Some(&scope), response_of(&outcomes[0]));
 }
 
 #[tokio::test]
@@ -211,14 +237,18 @@ async fn near_deadline_gets_500_not_timeout() {
     // Lambda's deadline header is 2 s away, inside the 5 s margin, so the
     // function must respond at once without deleting.
     let event = read_json(&repository_root().join("events/http-api-self.json"));
+    let before_request = snapshot_tables(&client, &[&table]).await;
     let deadline_ms = support::runtime_api::epoch_millis() + 2_000;
     runtime_api.push_event_with_deadline("request-late", event, Some(deadline_ms));
     let outcomes = runtime_api.wait_for_outcomes(1, Duration::from_secs(60));
+    let after_request = snapshot_tables(&client, &[&table]).await;
     let output = stop_and_collect_output(bootstrap);
 
     let Outcome::Response(response) = &outcomes[0].1 else {
         panic!("invocation error: {outcomes:?}");
     };
+    let scope = Scope::new(&table, "user-a", None);
+    assert_invariants(&before_request, &after_request, Some(&scope), response);
     assert_eq!(status_of(response), 500);
     let detail = error_body(response)["detail"].as_str().unwrap().to_owned();
     assert!(detail.contains("after deleting 0 learnings"), "{detail}");
@@ -257,7 +287,9 @@ async fn init_makes_no_network_calls() {
     assert_eq!(jwks_server.fetches(), 0, "JWKS fetches at init");
 
     // The first event does reach DynamoDB through the proxy, which shows
-    // that the zero above was counted on the function's real path.
+    // that the zero above was counted on the function's real path. The
+    // snapshots scan dynalite directly, so the proxy does not count them.
+    let before = snapshot_tables(&client, &[&table]).await;
     runtime_api.push_event(
         "request-first",
         read_json(&repository_root().join("events/http-api-self.json")),
@@ -267,6 +299,7 @@ async fn init_makes_no_network_calls() {
     })
     .await
     .unwrap();
+    let after = snapshot_tables(&client, &[&table]).await;
     let output = stop_and_collect_output(bootstrap);
 
     assert!(
@@ -274,6 +307,8 @@ async fn init_makes_no_network_calls() {
         "{outcomes:?} {output}"
     );
     assert_eq!(proxy.count("Query"), 1);
+    let scope = Scope::new(&table, "user-a", None);
+    assert_invariants(&before, &after, Some(&scope), response_of(&outcomes[0]));
 }
 
 #[tokio::test]
@@ -287,13 +322,17 @@ async fn past_emulator_deadline_sets_no_limit() {
 
     // cargo lambda 1.9.2 sends this fixed deadline, 600,000 ms after the epoch.
     let event = read_json(&repository_root().join("events/http-api-self.json"));
+    let before = snapshot_tables(&client, &[&table]).await;
     runtime_api.push_event_with_deadline("request-emulated", event, Some(600_000));
     let outcomes = runtime_api.wait_for_outcomes(1, Duration::from_secs(60));
+    let after = snapshot_tables(&client, &[&table]).await;
     let output = stop_and_collect_output(bootstrap);
 
     let Outcome::Response(response) = &outcomes[0].1 else {
         panic!("invocation error: {outcomes:?}");
     };
+    let scope = Scope::new(&table, "user-a", None);
+    assert_invariants(&before, &after, Some(&scope), response);
     assert_eq!(status_of(response), 204, "{output}");
     assert!(snapshot(&client, &table).await.is_empty());
     assert!(output.contains("the deletion runs without one"), "{output}");
@@ -322,6 +361,7 @@ async fn attempt_timeout_variable_is_applied() {
     // timeout its retry deletes the item well inside the 2 s invocation. With
     // the default 2 s timeout the attempt would outlast the invocation, and
     // the function would return its deadline 500 instead.
+    let before = snapshot_tables(&client, &[&table]).await;
     let deadline_ms = support::runtime_api::epoch_millis() + 2_000;
     runtime_api.push_event_with_deadline(
         "request-stalled",
@@ -333,6 +373,7 @@ async fn attempt_timeout_variable_is_applied() {
     })
     .await
     .unwrap();
+    let after = snapshot_tables(&client, &[&table]).await;
     let output = stop_and_collect_output(bootstrap);
 
     assert!(
@@ -341,4 +382,6 @@ async fn attempt_timeout_variable_is_applied() {
     );
     assert_eq!(proxy.count("BatchWriteItem"), 2);
     assert!(snapshot(&client, &table).await.is_empty());
+    let scope = Scope::new(&table, "user-a", None);
+    assert_invariants(&before, &after, Some(&scope), response_of(&outcomes[0]));
 }

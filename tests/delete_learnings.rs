@@ -7,6 +7,7 @@ use delete_learning_user::config::AuthConfig;
 use delete_learning_user::store::{self, DeletionScope};
 use delete_learning_user::tables::TableCatalog;
 use serde_json::json;
+use support::invariants::{Scope, invoke_checked};
 use support::*;
 
 /// Creates a table with `keys` and returns the client, the table name and its snapshot.
@@ -44,7 +45,14 @@ async fn own_learnings_are_all_deleted() {
     let (client, table, before) = seeded_table(TRAPS).await;
     let app = app_for_table(client.clone(), &table);
 
-    let response = invoke(&app, &delete_by(json!({"sub": "user-a"}), "user-a", "")).await;
+    let response = invoke_checked(
+        &app,
+        &client,
+        &[&table],
+        &delete_by(json!({"sub": "user-a"}), "user-a", ""),
+        Some(&Scope::new(&table, "user-a", None)),
+    )
+    .await;
 
     assert_eq!(status_of(&response), 204);
     assert_eq!(response["body"], "");
@@ -59,13 +67,16 @@ async fn learning_type_spares_prefix_traps() {
     let (client, table, before) = seeded_table(TRAPS).await;
     let app = app_for_table(client.clone(), &table);
 
-    let response = invoke(
+    let response = invoke_checked(
         &app,
+        &client,
+        &[&table],
         &delete_by(
             json!({"sub": "user-a"}),
             "user-a",
             "learning_type=entity_memory",
         ),
+        Some(&Scope::new(&table, "user-a", Some("entity_memory"))),
     )
     .await;
 
@@ -103,9 +114,12 @@ async fn short_type_spares_longer_names() {
     let (client, table, before) = seeded_table(TRAPS).await;
     let app = app_for_table(client.clone(), &table);
 
-    let response = invoke(
+    let response = invoke_checked(
         &app,
+        &client,
+        &[&table],
         &delete_by(json!({"sub": "user-a"}), "user-a", "learning_type=user"),
+        Some(&Scope::new(&table, "user-a", Some("user"))),
     )
     .await;
 
@@ -200,7 +214,14 @@ async fn nothing_matched_is_still_204() {
     let (client, table, before) = seeded_table(TRAPS).await;
     let app = app_for_table(client.clone(), &table);
 
-    let response = invoke(&app, &delete_by(json!({"sub": "nobody"}), "nobody", "")).await;
+    let response = invoke_checked(
+        &app,
+        &client,
+        &[&table],
+        &delete_by(json!({"sub": "nobody"}), "nobody", ""),
+        Some(&Scope::new(&table, "nobody", None)),
+    )
+    .await;
 
     assert_eq!(status_of(&response), 204);
     assert_eq!(snapshot(&client, &table).await, before);
@@ -218,12 +239,22 @@ async fn rest_encoded_paths_are_decoded_once() {
     .await;
     let app = app_for_table(client.clone(), &table);
 
-    let pipe = invoke(
+    let pipe = invoke_checked(
         &app,
+        &client,
+        &[&table],
         &rest_api_event("idp%7Cuser-c", json!({"sub": "idp|user-c"})),
+        Some(&Scope::new(&table, "idp|user-c", None)),
     )
     .await;
-    let percent = invoke(&app, &rest_api_event("a%2525b", json!({"sub": "a%25b"}))).await;
+    let percent = invoke_checked(
+        &app,
+        &client,
+        &[&table],
+        &rest_api_event("a%2525b", json!({"sub": "a%25b"})),
+        Some(&Scope::new(&table, "a%25b", None)),
+    )
+    .await;
 
     assert_eq!(status_of(&pipe), 204);
     assert_eq!(status_of(&percent), 204);
@@ -241,9 +272,12 @@ async fn encoded_id_of_another_user_is_403() {
     let app = app_for_table(client.clone(), &table);
 
     // The caller is literally "idp%7Cuser-c"; the path names "idp|user-c".
-    let response = invoke(
+    let response = invoke_checked(
         &app,
+        &client,
+        &[&table],
         &rest_api_event("idp%7Cuser-c", json!({"sub": "idp%7Cuser-c"})),
+        None,
     )
     .await;
 
@@ -267,13 +301,18 @@ async fn group_formats_decide_admin() {
         let (client, table, before) =
             seeded_table(&[("user-e", "user_profile"), ("user-e", "decision_log#1")]).await;
         let app = app_for_table(client.clone(), &table);
+        // Only an admin may delete user-e's learnings, so the others must delete nothing.
+        let scope = (expected == 204).then(|| Scope::new(&table, "user-e", None));
 
-        let response = invoke(
+        let response = invoke_checked(
             &app,
+            &client,
+            &[&table],
             &rest_api_event(
                 "user-e",
                 json!({"sub": "ops-admin-2", "cognito:groups": groups}),
             ),
+            scope.as_ref(),
         )
         .await;
 
@@ -292,7 +331,14 @@ async fn other_user_gets_403() {
     let (client, table, before) = seeded_table(TRAPS).await;
     let app = app_for_table(client.clone(), &table);
 
-    let response = invoke(&app, &delete_by(json!({"sub": "user-a"}), "user-b", "")).await;
+    let response = invoke_checked(
+        &app,
+        &client,
+        &[&table],
+        &delete_by(json!({"sub": "user-a"}), "user-b", ""),
+        None,
+    )
+    .await;
 
     assert_eq!(status_of(&response), 403);
     assert_eq!(response["headers"]["content-type"], "application/json");
@@ -316,7 +362,14 @@ async fn token_without_user_id_gets_403() {
         no_isolation,
     );
 
-    let response = invoke(&app, &delete_by(json!({"username": "alice"}), "user-a", "")).await;
+    let response = invoke_checked(
+        &app,
+        &client,
+        &[&table],
+        &delete_by(json!({"username": "alice"}), "user-a", ""),
+        None,
+    )
+    .await;
 
     assert_eq!(status_of(&response), 403);
     assert!(
@@ -333,9 +386,12 @@ async fn missing_identity_gets_401() {
     let (client, table, before) = seeded_table(TRAPS).await;
     let app = app_for_table(client.clone(), &table);
 
-    let response = invoke(
+    let response = invoke_checked(
         &app,
+        &client,
+        &[&table],
         &http_api_event("/learnings/users/user-a", "", Some("user-a"), None),
+        None,
     )
     .await;
 
@@ -357,9 +413,12 @@ async fn anonymous_switch_allows_any_user() {
         anonymous,
     );
 
-    let response = invoke(
+    let response = invoke_checked(
         &app,
+        &client,
+        &[&table],
         &http_api_event("/learnings/users/user-b", "", None, None),
+        Some(&Scope::new(&table, "user-b", None)),
     )
     .await;
 
@@ -378,7 +437,14 @@ async fn iam_caller_is_unscoped() {
         "userId": "AROAEXAMPLE:eraser"
     }});
 
-    let response = invoke(&app, &event).await;
+    let response = invoke_checked(
+        &app,
+        &client,
+        &[&table],
+        &event,
+        Some(&Scope::new(&table, "user-b", None)),
+    )
+    .await;
 
     assert_eq!(status_of(&response), 204);
     assert!(sort_keys_of(&snapshot(&client, &table).await, "user-b").is_empty());
@@ -409,28 +475,35 @@ async fn invalid_requests_delete_nothing() {
     ];
 
     for (name, query, expected) in cases {
-        let response = invoke(&app, &delete_by(owner.clone(), "user-a", query)).await;
+        let event = delete_by(owner.clone(), "user-a", query);
+        let response = invoke_checked(&app, &client, &[&table], &event, None).await;
         assert_eq!(status_of(&response), expected, "{name}");
         let body = error_body(&response);
         assert!(body["detail"].is_string(), "{name}");
         assert!(body["error_code"].is_string(), "{name}");
     }
 
-    let control = invoke(
+    let control = invoke_checked(
         &app,
+        &client,
+        &[&table],
         &http_api_event("/learnings/users/user-a%00", "", None, Some(owner.clone())),
+        None,
     )
     .await;
     assert_eq!(status_of(&control), 422);
     let long_id = "u".repeat(2_049);
-    let too_long = invoke(
+    let too_long = invoke_checked(
         &app,
+        &client,
+        &[&table],
         &http_api_event(
             &format!("/learnings/users/{long_id}"),
             "",
             None,
             Some(json!({"sub": long_id})),
         ),
+        None,
     )
     .await;
     assert_eq!(status_of(&too_long), 422);
@@ -445,7 +518,7 @@ async fn other_method_gets_405() {
     let mut event = delete_by(json!({"sub": "user-a"}), "user-a", "");
     event["requestContext"]["http"]["method"] = json!("GET");
 
-    let response = invoke(&app, &event).await;
+    let response = invoke_checked(&app, &client, &[&table], &event, None).await;
 
     assert_eq!(status_of(&response), 405);
     assert_eq!(response["headers"]["allow"], "DELETE");
@@ -458,14 +531,17 @@ async fn other_path_gets_404() {
     let (client, table, before) = seeded_table(TRAPS).await;
     let app = app_for_table(client.clone(), &table);
 
-    let response = invoke(
+    let response = invoke_checked(
         &app,
+        &client,
+        &[&table],
         &http_api_event(
             "/learnings/users/user-a/extra",
             "",
             None,
             Some(json!({"sub": "user-a"})),
         ),
+        None,
     )
     .await;
 
@@ -484,7 +560,7 @@ async fn non_http_event_gets_400() {
         json!(null),
         json!("DELETE /learnings/users/user-a"),
     ] {
-        let response = invoke(&app, &event).await;
+        let response = invoke_checked(&app, &client, &[&table], &event, None).await;
         assert_eq!(status_of(&response), 400, "{event}");
         assert_eq!(error_body(&response)["error_code"], "BAD_REQUEST");
     }
@@ -514,22 +590,30 @@ async fn db_id_and_table_pick_configured_table() {
     let default_before = snapshot(&client, &default_table).await;
     let eu_before = snapshot(&client, &eu).await;
 
-    let unlisted = invoke(
+    let all_tables = [default_table.as_str(), eu.as_str(), eu_archive.as_str()];
+
+    let unlisted = invoke_checked(
         &app,
+        &client,
+        &all_tables,
         &delete_by(
             owner.clone(),
             "user-a",
             &format!("db_id=eu&table={default_table}"),
         ),
+        None,
     )
     .await;
-    let archive = invoke(
+    let archive = invoke_checked(
         &app,
+        &client,
+        &all_tables,
         &delete_by(
             owner.clone(),
             "user-a",
             &format!("db_id=eu&table={eu_archive}"),
         ),
+        Some(&Scope::new(&eu_archive, "user-a", None)),
     )
     .await;
 
@@ -559,7 +643,7 @@ async fn other_route_with_user_id_gets_404() {
     http_api["routeKey"] = json!("DELETE /admin/users/{user_id}");
 
     for event in [rest, http_api] {
-        let response = invoke(&app, &event).await;
+        let response = invoke_checked(&app, &client, &[&table], &event, None).await;
         assert_eq!(status_of(&response), 404, "{event}");
     }
     assert_eq!(snapshot(&client, &table).await, before);

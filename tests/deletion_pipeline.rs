@@ -12,6 +12,7 @@ use delete_learning_user::handler;
 use delete_learning_user::store::{self, DeletionScope};
 use serde_json::json;
 use support::dynamo_proxy::DynamoProxy;
+use support::invariants::{Scope, assert_invariants, invoke_checked, snapshot_tables};
 use support::*;
 
 /// About 300 bytes per item with the keys, as the benchmark uses.
@@ -169,15 +170,19 @@ async fn every_concurrency_makes_same_requests() {
 #[tokio::test]
 async fn deadline_inside_margin_deletes_nothing() {
     let (client, table) = seeded_large_table("margin", "user_memory", 60).await;
-    let before = snapshot(&client, &table).await;
+    let before_tables = snapshot_tables(&client, &[&table]).await;
+    let before = &before_tables[&table];
     let proxy = DynamoProxy::start(&dynalite().endpoint).await;
     let app = app_for_table(dynamodb_client_at(&proxy.endpoint), &table);
     let event = delete_by(admin_claims(), "user-a", "");
+    let scope = Scope::new(&table, "user-a", None);
 
     // The default margin is 1 s, so 300 ms left is already too little.
     let invocation_end = Instant::now() + Duration::from_millis(300);
     let response = handler::handle(&app, &event, "request-late", Some(invocation_end)).await;
 
+    let after_request = snapshot_tables(&client, &[&table]).await;
+    assert_invariants(&before_tables, &after_request, Some(&scope), &response);
     assert_eq!(status_of(&response), 500);
     let body = error_body(&response);
     assert_eq!(body["error_code"], "INTERNAL_SERVER_ERROR");
@@ -186,23 +191,25 @@ async fn deadline_inside_margin_deletes_nothing() {
     assert!(detail.contains("repeat the request"), "{detail}");
     assert_eq!(proxy.count("Query"), 0);
     assert_eq!(proxy.count("BatchWriteItem"), 0);
-    assert_eq!(snapshot(&client, &table).await, before);
+    assert_eq!(snapshot(&client, &table).await, *before);
 
-    let repeated = invoke(&app, &event).await;
+    let repeated = invoke_checked(&app, &client, &[&table], &event, Some(&scope)).await;
 
     assert_eq!(status_of(&repeated), 204);
     let after = snapshot(&client, &table).await;
-    assert_eq!(after, filtered(&before, |user_id, _| user_id != "user-a"));
+    assert_eq!(after, filtered(before, |user_id, _| user_id != "user-a"));
 }
 
 #[tokio::test]
 async fn stuck_batches_are_abandoned_before_deadline() {
     let (client, table) = seeded_large_table("stuck", "user_memory", 200).await;
-    let before = snapshot(&client, &table).await;
+    let before_tables = snapshot_tables(&client, &[&table]).await;
+    let before = &before_tables[&table];
     let proxy = DynamoProxy::start(&dynalite().endpoint).await;
     proxy.hold("BatchWriteItem");
     let app = app_for_table(dynamodb_client_at(&proxy.endpoint), &table);
     let event = delete_by(admin_claims(), "user-a", "");
+    let scope = Scope::new(&table, "user-a", None);
 
     // BatchWriteItem never responds, so only the deadline can end this request.
     // The outer timeout turns a hang into a failure instead of a stuck suite.
@@ -214,6 +221,8 @@ async fn stuck_batches_are_abandoned_before_deadline() {
     .await
     .expect("the handler returns before the invocation deadline");
 
+    let after_request = snapshot_tables(&client, &[&table]).await;
+    assert_invariants(&before_tables, &after_request, Some(&scope), &response);
     assert_eq!(status_of(&response), 500);
     let detail = error_body(&response)["detail"].as_str().unwrap().to_owned();
     assert!(detail.contains("after deleting 0 learnings"), "{detail}");
@@ -222,23 +231,27 @@ async fn stuck_batches_are_abandoned_before_deadline() {
         proxy.count("BatchWriteItem") <= 8,
         "at most DELETE_CONCURRENCY calls start"
     );
-    assert_eq!(snapshot(&client, &table).await, before);
+    assert_eq!(snapshot(&client, &table).await, *before);
 
     let direct = app_for_table(client.clone(), &table);
-    let repeated = invoke(&direct, &event).await;
+    let repeated = invoke_checked(&direct, &client, &[&table], &event, Some(&scope)).await;
 
     assert_eq!(status_of(&repeated), 204);
     let after = snapshot(&client, &table).await;
-    assert_eq!(after, filtered(&before, |user_id, _| user_id != "user-a"));
+    assert_eq!(after, filtered(before, |user_id, _| user_id != "user-a"));
 }
 
 #[tokio::test]
 async fn deadline_stops_large_deletion_and_repeat_finishes() {
     let items = 30_000;
     let (client, table) = seeded_large_table("large_deadline", "user_memory", items).await;
-    let before = snapshot(&client, &table).await;
+    // Each snapshot scans about 9 MB, so the two requests share the midway
+    // snapshot and are checked by hand instead of with invoke_checked.
+    let before_tables = snapshot_tables(&client, &[&table]).await;
+    let before = &before_tables[&table];
     let app = app_for_table(client.clone(), &table);
     let event = delete_by(admin_claims(), "user-a", "");
+    let scope = Scope::new(&table, "user-a", None);
 
     // With the default 1 s margin, new calls stop 0.5 s in, which is far less
     // than dynalite needs for 30,000 deletes.
@@ -250,6 +263,8 @@ async fn deadline_stops_large_deletion_and_repeat_finishes() {
     .await
     .expect("the handler returns before the invocation deadline");
 
+    let midway_tables = snapshot_tables(&client, &[&table]).await;
+    assert_invariants(&before_tables, &midway_tables, Some(&scope), &response);
     assert_eq!(status_of(&response), 500);
     let detail = error_body(&response)["detail"].as_str().unwrap().to_owned();
     let deleted: usize = detail
@@ -260,8 +275,8 @@ async fn deadline_stops_large_deletion_and_repeat_finishes() {
         .unwrap_or_else(|| panic!("no deleted count in {detail}"));
     assert!(deleted > 0, "{detail}");
     assert!(deleted < items, "{detail}");
-    let midway = snapshot(&client, &table).await;
-    let left = sort_keys_of(&midway, "user-a")
+    let midway = &midway_tables[&table];
+    let left = sort_keys_of(midway, "user-a")
         .iter()
         .filter(|sort_key| sort_key.starts_with("user_memory#"))
         .count();
@@ -271,13 +286,15 @@ async fn deadline_stops_large_deletion_and_repeat_finishes() {
         "{left} left after {deleted} reported"
     );
     assert_eq!(
-        filtered(&midway, |user_id, _| user_id != "user-a"),
-        filtered(&before, |user_id, _| user_id != "user-a")
+        filtered(midway, |user_id, _| user_id != "user-a"),
+        filtered(before, |user_id, _| user_id != "user-a")
     );
 
     let repeated = invoke(&app, &event).await;
 
+    let after_tables = snapshot_tables(&client, &[&table]).await;
+    assert_invariants(&midway_tables, &after_tables, Some(&scope), &repeated);
     assert_eq!(status_of(&repeated), 204);
-    let after = snapshot(&client, &table).await;
-    assert_eq!(after, filtered(&before, |user_id, _| user_id != "user-a"));
+    let after = &after_tables[&table];
+    assert_eq!(*after, filtered(before, |user_id, _| user_id != "user-a"));
 }

@@ -7,6 +7,7 @@ use std::collections::BTreeMap;
 
 use delete_learning_user::config::Config;
 use delete_learning_user::handler::App;
+use support::invariants::{Scope, invoke_checked};
 use support::*;
 
 /// The learnings that the demo seeds, which the sample events target.
@@ -35,6 +36,27 @@ const DEMO_LEARNINGS: &[(&str, &str)] = &[
     ("user-g", "entity_memory#acme"),
     ("user-g", "entity_memory#globex"),
 ];
+
+/// Returns the user id and learning type whose learnings a sample event may
+/// delete, or None for an event that the function must reject. The ALB event
+/// sends `entity%5Fmemory`, which decodes to `entity_memory`.
+fn target_of(file: &str) -> Option<(&'static str, Option<&'static str>)> {
+    match file {
+        "http-api-self.json" => Some(("user-a", None)),
+        "http-api-admin.json" => Some(("user-b", None)),
+        "http-api-learning-type.json" => Some(("user-d", Some("entity_memory"))),
+        "rest-cognito-self.json" => Some(("idp|user-c", None)),
+        "rest-cognito-admin-group.json" => Some(("user-e", None)),
+        "rest-api-bearer.json"
+        | "http-api-bearer.json"
+        | "function-url-bearer.json"
+        | "alb-bearer.json" => Some(("user-g", Some("entity_memory"))),
+        "http-api-other-user.json" | "http-api-no-identity.json" => None,
+        other => panic!(
+            "target_of lists no target for {other}. Add the user id and learning type that it deletes, or None if the function must reject it"
+        ),
+    }
+}
 
 fn expected_statuses() -> BTreeMap<String, u64> {
     let expected = read_json(&repository_root().join("events/expected.json"));
@@ -77,7 +99,10 @@ async fn sample_events_get_recorded_status() {
     // different front ends, so their order does not matter either.
     for (file, expected) in expected_statuses() {
         let event = read_json(&repository_root().join("events").join(&file));
-        let response = invoke(&app, &event).await;
+        let scope = target_of(&file)
+            .map(|(user_id, learning_type)| Scope::new(&table, user_id, learning_type));
+
+        let response = invoke_checked(&app, &client, &[&table], &event, scope.as_ref()).await;
         assert_eq!(status_of(&response), expected, "{file}: {response}");
     }
 

@@ -3,6 +3,7 @@
 #![allow(dead_code)] // Each test binary uses its own subset of these helpers.
 
 pub mod dynamo_proxy;
+pub mod invariants;
 pub mod jwks_server;
 pub mod runtime_api;
 pub mod tokens;
@@ -199,15 +200,25 @@ pub async fn put_learnings(
     keys: &[(&str, &str)],
     payload_bytes: usize,
 ) {
-    let payload = "x".repeat(payload_bytes);
-    let batches = keys.chunks(25).map(|chunk| {
+    let learnings: Vec<(&str, &str, usize)> = keys
+        .iter()
+        .map(|(user_id, sort_key)| (*user_id, *sort_key, payload_bytes))
+        .collect();
+    put_sized_learnings(client, table, &learnings).await;
+}
+
+/// Writes one learning per `(user_id, sort key, payload bytes)` entry. The
+/// keys must be distinct, because DynamoDB rejects a batch that writes one
+/// key twice.
+pub async fn put_sized_learnings(client: &Client, table: &str, learnings: &[(&str, &str, usize)]) {
+    let batches = learnings.chunks(25).map(|chunk| {
         let requests: Vec<WriteRequest> = chunk
             .iter()
-            .map(|(user_id, sort_key)| {
+            .map(|(user_id, sort_key, payload_bytes)| {
                 let put = PutRequest::builder()
                     .item("user_id", AttributeValue::S((*user_id).to_owned()))
                     .item("learning_type", AttributeValue::S((*sort_key).to_owned()))
-                    .item("content", AttributeValue::S(payload.clone()))
+                    .item("content", AttributeValue::S("x".repeat(*payload_bytes)))
                     .build()
                     .unwrap();
                 WriteRequest::builder().put_request(put).build()
@@ -221,6 +232,21 @@ pub async fn put_learnings(
         .buffer_unordered(8)
         .collect::<Vec<()>>()
         .await;
+}
+
+/// Deletes a table, so that long property runs keep dynalite's memory flat.
+pub async fn delete_table(client: &Client, table: &str) {
+    client
+        .delete_table()
+        .table_name(table)
+        .send()
+        .await
+        .unwrap_or_else(|error| {
+            panic!(
+                "delete table {table}: {}",
+                aws_sdk_dynamodb::error::DisplayErrorContext(error)
+            )
+        });
 }
 
 async fn put_batch(client: &Client, table: &str, requests: Vec<WriteRequest>) {
