@@ -5,10 +5,11 @@ mod support;
 
 use std::time::Duration;
 
-use delete_learning_user::config::DynamoDbConfig;
+use delete_learning_user::config::{DeletionConfig, DynamoDbConfig, RetryPolicy};
 use delete_learning_user::store::{self, DeletionScope, StoreError};
 use serde_json::json;
 use support::dynamo_proxy::{DynamoProxy, Fault};
+use support::invariants::{Scope, check_request, invoke_checked, snapshot_tables};
 use support::*;
 
 /// Returns the function's settings with a short attempt timeout, so that a
@@ -104,21 +105,6 @@ async fn stalled_attempts_fail_without_deleting() {
     assert_eq!(snapshot(&client, &table).await, before);
 }
 
-/// Returns whether an item is one that deleting user-a's learnings of
-/// `learning_type` (or all of them) must remove.
-fn in_scope(user_id: &str, sort_key: &str, learning_type: Option<&str>) -> bool {
-    if user_id != "user-a" {
-        return false;
-    }
-    match learning_type {
-        None => true,
-        Some(learning_type) => match sort_key.strip_prefix(learning_type) {
-            Some(rest) => rest.is_empty() || rest.starts_with('#'),
-            None => false,
-        },
-    }
-}
-
 #[tokio::test]
 async fn seeded_faults_keep_invariants() {
     let mut statuses = Vec::new();
@@ -144,9 +130,10 @@ async fn seeded_faults_keep_invariants() {
             ("user-b", "user_memory#00"),
         ]);
         put_learnings(&client, &table, &keys, 300).await;
-        let before = snapshot(&client, &table).await;
+        let before = snapshot_tables(&client, &[&table]).await;
 
         let learning_type = (seed % 2 == 0).then_some("user_memory");
+        let scope = Scope::new(&table, "user-a", learning_type);
         let raw_query = learning_type.map_or(String::new(), |learning_type| {
             format!("learning_type={learning_type}")
         });
@@ -159,6 +146,7 @@ async fn seeded_faults_keep_invariants() {
         // Mild schedules let the SDK's retries recover, harsh ones make it give up.
         let fraction = [0.2, 0.5, 0.9][(seed % 3) as usize];
         proxy.inject_faults(seed, fraction, &Fault::ALL);
+        proxy.set_slow_response(Duration::from_millis(800));
         let settings = DynamoDbConfig {
             attempt_timeout: Duration::from_millis(500),
             max_attempts: 3,
@@ -173,41 +161,24 @@ async fn seeded_faults_keep_invariants() {
             status == 204 || status == 500,
             "seed {seed}: unexpected response {response}"
         );
-        let after = snapshot(&client, &table).await;
-        let outside = |snapshot: &Snapshot| {
-            filtered(snapshot, |user_id, sort_key| {
-                !in_scope(user_id, sort_key, learning_type)
-            })
-        };
-        assert_eq!(
-            outside(&after),
-            outside(&before),
-            "seed {seed}: items outside the scope changed"
-        );
-        let inside_after = filtered(&after, |user_id, sort_key| {
-            in_scope(user_id, sort_key, learning_type)
-        });
-        if status == 204 {
-            assert!(
-                inside_after.is_empty(),
-                "seed {seed}: 204 with {} items left",
-                inside_after.len()
-            );
-        } else {
-            assert!(
-                inside_after.keys().all(|key| before.contains_key(key)),
-                "seed {seed}: items appeared"
-            );
+        let after = snapshot_tables(&client, &[&table]).await;
+        if let Err(broken) = check_request(&before, &after, Some(&scope), &response) {
+            panic!("seed {seed}: invariant broken: {broken}");
         }
 
         // Without faults, a repeat finishes the job.
         proxy.stop_faults();
         let repeated = invoke(&app, &event).await;
         assert_eq!(status_of(&repeated), 204, "seed {seed}: repeat {repeated}");
-        let final_state = snapshot(&client, &table).await;
+        let final_state = snapshot_tables(&client, &[&table]).await;
+        if let Err(broken) = check_request(&after, &final_state, Some(&scope), &repeated) {
+            panic!("seed {seed}: invariant broken by the repeat: {broken}");
+        }
+        let outside = filtered(&before[&table], |user_id, sort_key| {
+            !scope.contains(&table, user_id, sort_key)
+        });
         assert_eq!(
-            final_state,
-            outside(&before),
+            final_state[&table], outside,
             "seed {seed}: after the repeat"
         );
 
@@ -226,6 +197,71 @@ async fn seeded_faults_keep_invariants() {
 }
 
 #[tokio::test]
+async fn unprocessed_writes_are_resent() {
+    let (client, table, before) = seeded_table("unprocessed").await;
+    let proxy = DynamoProxy::start(&dynalite().endpoint).await;
+    proxy.inject_faults(7, 0.5, &[Fault::Unprocessed]);
+    let deletion = DeletionConfig {
+        retry: RetryPolicy {
+            max_attempts: 20,
+            ..fast_retry()
+        },
+        ..fast_deletion()
+    };
+
+    let report = store::delete_learnings(
+        &dynamodb_client_at(&proxy.endpoint),
+        whole_partition(&table),
+        &deletion,
+        None,
+    )
+    .await
+    .unwrap();
+
+    assert_eq!(report.deleted, 60);
+    assert!(
+        proxy.unprocessed_writes() > 0,
+        "no write came back unprocessed"
+    );
+    // Three full batches, plus one resend per batch that kept writes back.
+    assert!(proxy.count("BatchWriteItem") > 3);
+    let after = snapshot(&client, &table).await;
+    assert_eq!(after, filtered(&before, |user_id, _| user_id != "user-a"));
+}
+
+#[tokio::test]
+async fn unprocessed_writes_exhaust_retries() {
+    let (client, table, before) = seeded_table("unprocessed_all").await;
+    let proxy = DynamoProxy::start(&dynalite().endpoint).await;
+    // Every batch and every resend keeps at least one write back.
+    proxy.inject_faults(11, 1.0, &[Fault::Unprocessed]);
+
+    let failure = store::delete_learnings(
+        &dynamodb_client_at(&proxy.endpoint),
+        whole_partition(&table),
+        &fast_deletion(),
+        None,
+    )
+    .await
+    .unwrap_err();
+
+    assert!(
+        matches!(failure.source, StoreError::Unprocessed { .. }),
+        "{:?}",
+        failure.source
+    );
+    let after = snapshot(&client, &table).await;
+    let left = filtered(&after, |user_id, _| user_id == "user-a");
+    assert!(!left.is_empty());
+    assert_eq!(60 - left.len() as u64, failure.report.deleted);
+    assert_eq!(
+        filtered(&after, |user_id, _| user_id != "user-a"),
+        filtered(&before, |user_id, _| user_id != "user-a")
+    );
+    assert!(left.iter().all(|(key, item)| before.get(key) == Some(item)));
+}
+
+#[tokio::test]
 async fn missing_table_is_500_and_touches_nothing() {
     let (client, table, before) = seeded_table("present").await;
     // The configured table does not exist, so dynalite returns ResourceNotFoundException.
@@ -236,7 +272,16 @@ async fn missing_table_is_500_and_touches_nothing() {
         "",
     );
 
-    let response = invoke(&app, &event).await;
+    // The request's target is the missing table, and the seeded one is the
+    // table that must stay byte-identical.
+    let response = invoke_checked(
+        &app,
+        &client,
+        &[&table],
+        &event,
+        Some(&Scope::new("agno_learnings_missing", "user-a", None)),
+    )
+    .await;
 
     assert_eq!(status_of(&response), 500);
     let body = error_body(&response);
