@@ -49,11 +49,16 @@ $(BENCH_PYTHON_TOOLS): bench/requirements.txt
 	$(BENCH_VENV)/bin/pip install --quiet --disable-pip-version-check -r bench/requirements.txt
 	touch $@
 
-.PHONY: soak
+.PHONY: fuzz soak
 
 ## soak: the property test of tests/property_deletion.rs with SOAK_CASES random cases (default 2000, about 9 minutes); prints the counts of cases, statuses and faults
 soak: $(NODE_TOOLS)
 	PROPTEST_CASES=$(SOAK_CASES) cargo test --locked --test property_deletion -- --nocapture
+
+## fuzz: cargo fuzz on the parsing from Lambda event to validated request, for FUZZ_SECONDS (default 60); exits non-zero on a crash
+## (settings: FUZZ_SECONDS=60 FUZZ_MAX_LEN=65536 FUZZ_TIMEOUT=10 FUZZ_SANITIZER=none)
+fuzz:
+	bash scripts/fuzz.sh
 
 tools: $(NODE_TOOLS) $(PYTHON_TOOLS)
 
@@ -72,3 +77,4 @@ $(SAM_CLI): requirements-sam.txt $(PYTHON_TOOLS)
 
 clean:
 	rm -rf $(VENV) $(BENCH_VENV) node_modules target .aws-sam .demo
+	rm -rf .tools fuzz/target fuzz/corpus fuzz/artifacts fuzz/coverage
