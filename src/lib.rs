@@ -5,6 +5,7 @@
 //! one concept of it, and all decisions but the deletion itself are pure
 //! functions of their input.
 
+pub mod attempts;
 pub mod config;
 pub mod errors;
 pub mod event;

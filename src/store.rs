@@ -19,6 +19,7 @@
 //! one page, and stays flat beyond that.
 
 use std::collections::HashMap;
+use std::sync::Arc;
 use std::sync::atomic::{AtomicU32, AtomicU64, Ordering};
 use std::time::{Duration, Instant};
 
@@ -29,6 +30,7 @@ use futures_util::StreamExt;
 use futures_util::stream::FuturesUnordered;
 use tokio::sync::mpsc;
 
+use crate::attempts::{AttemptCounter, AttemptCounts};
 use crate::config::DeletionConfig;
 use crate::request::RECORD_SEPARATOR;
 
@@ -89,6 +91,10 @@ pub struct DeletionReport {
     pub batches: u32,
     /// BatchWriteItem calls that only resent unprocessed items.
     pub unprocessed_retries: u32,
+    /// Attempts that the SDK retried, of Query and BatchWriteItem calls.
+    pub sdk_retries: u32,
+    /// Attempts that DynamoDB rejected with a throttling error.
+    pub throttles: u32,
 }
 
 /// A deletion that stopped before everything matching was deleted.
@@ -199,6 +205,8 @@ struct Progress {
     pages: AtomicU32,
     batches: AtomicU32,
     unprocessed_retries: AtomicU32,
+    /// Counted by the interceptor that every call carries.
+    attempts: Arc<AttemptCounts>,
 }
 
 impl Progress {
@@ -208,7 +216,13 @@ impl Progress {
             pages: self.pages.load(Ordering::Relaxed),
             batches: self.batches.load(Ordering::Relaxed),
             unprocessed_retries: self.unprocessed_retries.load(Ordering::Relaxed),
+            sdk_retries: self.attempts.retries(),
+            throttles: self.attempts.throttled(),
         }
+    }
+
+    fn attempt_counter(&self) -> AttemptCounter {
+        AttemptCounter(self.attempts.clone())
     }
 }
 
@@ -228,7 +242,7 @@ async fn query_batches(
         return Err(StoreError::DeadlineReached);
     }
     let mut batch = Vec::with_capacity(MAX_BATCH_SIZE);
-    let mut page = query_page(client, scope, None).await?;
+    let mut page = query_page(client, scope, None, progress).await?;
     progress.pages.fetch_add(1, Ordering::Relaxed);
 
     loop {
@@ -247,7 +261,7 @@ async fn query_batches(
         // Fetch the next page while this page's batches wait for room in the queue.
         let (queued, next_page) = tokio::join!(
             queue_sort_keys(&batches, &mut batch, sort_keys),
-            query_page(client, scope, Some(next_start)),
+            query_page(client, scope, Some(next_start), progress),
         );
         if !queued {
             return Ok(());
@@ -339,6 +353,7 @@ async fn query_page(
     client: &Client,
     scope: DeletionScope<'_>,
     start_key: Option<Key>,
+    progress: &Progress,
 ) -> Result<QueryOutput, StoreError> {
     let mut query = client
         .query()
@@ -368,10 +383,15 @@ async fn query_page(
         }
     };
 
-    query.send().await.map_err(|error| StoreError::Dynamo {
-        operation: "Query",
-        source: Box::new(error.into()),
-    })
+    query
+        .customize()
+        .interceptor(progress.attempt_counter())
+        .send()
+        .await
+        .map_err(|error| StoreError::Dynamo {
+            operation: "Query",
+            source: Box::new(error.into()),
+        })
 }
 
 /// Takes the sort keys of a page's items that are in scope, and the key where
@@ -427,6 +447,8 @@ async fn write_batch(
         let output = client
             .batch_write_item()
             .request_items(table, requests)
+            .customize()
+            .interceptor(progress.attempt_counter())
             .send()
             .await
             .map_err(|error| StoreError::Dynamo {

@@ -68,6 +68,8 @@ async fn stalled_call_is_retried() {
     // One held attempt of each operation, then the retries that went through.
     assert_eq!(proxy.count("Query"), 2);
     assert_eq!(proxy.count("BatchWriteItem"), 4);
+    assert_eq!(report.sdk_retries, 2);
+    assert_eq!(report.throttles, 0);
     let after = snapshot(&client, &table).await;
     assert_eq!(after, filtered(&before, |user_id, _| user_id != "user-a"));
 }
@@ -194,6 +196,35 @@ async fn seeded_faults_keep_invariants() {
     // end in 204, so both sets of checks run.
     assert!(statuses.contains(&204), "{statuses:?}");
     assert!(statuses.contains(&500), "{statuses:?}");
+}
+
+#[tokio::test]
+async fn throttled_attempts_are_counted() {
+    let (client, table, before) = seeded_table("throttled").await;
+    let proxy = DynamoProxy::start(&dynalite().endpoint).await;
+    proxy.inject_faults(
+        5,
+        0.4,
+        &[Fault::Throttling, Fault::ProvisionedThroughputExceeded],
+    );
+    let function_client = dynamodb_client_with(&proxy.endpoint, &short_attempts(20));
+
+    let report = store::delete_learnings(
+        &function_client,
+        whole_partition(&table),
+        &fast_deletion(),
+        None,
+    )
+    .await
+    .unwrap();
+
+    assert_eq!(report.deleted, 60);
+    assert!(proxy.injected() > 0, "no attempt was throttled");
+    // Every injected fault is one throttled attempt that the SDK retried.
+    assert_eq!(report.throttles, proxy.injected());
+    assert_eq!(report.sdk_retries, proxy.injected());
+    let after = snapshot(&client, &table).await;
+    assert_eq!(after, filtered(&before, |user_id, _| user_id != "user-a"));
 }
 
 #[tokio::test]
