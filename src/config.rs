@@ -40,6 +40,57 @@ pub struct Config {
     pub token: Option<TokenConfig>,
     pub deletion: DeletionConfig,
     pub dynamodb: DynamoDbConfig,
+    pub audit: AuditConfig,
+}
+
+/// Settings of the audit record and of the metrics it carries.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct AuditConfig {
+    /// CloudWatch namespace of the metrics (METRICS_NAMESPACE, default `AgentOS/Learnings`).
+    pub namespace: String,
+    /// A dimension of the metrics (AWS_LAMBDA_FUNCTION_NAME, which Lambda sets).
+    pub function_name: Option<String>,
+    /// The key that hashes user ids in the record, when AUDIT_HASH_USER_IDS
+    /// is true. It comes from AUDIT_HASH_KEY.
+    pub user_id_key: Option<AuditKey>,
+}
+
+impl Default for AuditConfig {
+    fn default() -> Self {
+        Self {
+            namespace: DEFAULT_METRICS_NAMESPACE.to_owned(),
+            function_name: None,
+            user_id_key: None,
+        }
+    }
+}
+
+/// The metrics namespace unless METRICS_NAMESPACE sets another.
+pub const DEFAULT_METRICS_NAMESPACE: &str = "AgentOS/Learnings";
+
+/// The shortest AUDIT_HASH_KEY, in bytes: the output size of SHA-256, which
+/// RFC 2104 gives as the least key length for HMAC-SHA256.
+pub const MIN_AUDIT_KEY_BYTES: usize = 32;
+
+/// The secret key of the user id hashes. Its Debug output hides the key, so
+/// that it never reaches a log line.
+#[derive(Clone, PartialEq, Eq)]
+pub struct AuditKey(Vec<u8>);
+
+impl AuditKey {
+    pub fn new(key: Vec<u8>) -> Self {
+        Self(key)
+    }
+
+    pub fn as_bytes(&self) -> &[u8] {
+        &self.0
+    }
+}
+
+impl std::fmt::Debug for AuditKey {
+    fn fmt(&self, formatter: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        formatter.write_str("AuditKey(redacted)")
+    }
 }
 
 /// Settings of the identity and policy steps, with AgentOS's defaults.
@@ -225,8 +276,70 @@ impl Config {
             token: TokenConfig::from_lookup(&lookup)?,
             deletion: read_deletion_config(&lookup)?,
             dynamodb: read_dynamodb_config(&lookup)?,
+            audit: read_audit_config(&lookup)?,
         })
     }
+}
+
+fn read_audit_config(lookup: &impl Fn(&str) -> Option<String>) -> Result<AuditConfig, ConfigError> {
+    let namespace = match lookup("METRICS_NAMESPACE") {
+        Some(namespace) => validate_namespace(namespace.trim())?,
+        None => DEFAULT_METRICS_NAMESPACE.to_owned(),
+    };
+    let function_name = lookup("AWS_LAMBDA_FUNCTION_NAME").filter(|name| !name.is_empty());
+
+    let hash_user_ids = read_bool(lookup, "AUDIT_HASH_USER_IDS")?.unwrap_or(false);
+    let key = lookup("AUDIT_HASH_KEY");
+    let user_id_key = match (hash_user_ids, key) {
+        (false, _) => None,
+        (true, None) => {
+            return Err(ConfigError::new(
+                "AUDIT_HASH_KEY",
+                format!(
+                    "is not set, but AUDIT_HASH_USER_IDS is true; set it to a secret of at least {MIN_AUDIT_KEY_BYTES} bytes"
+                ),
+            ));
+        }
+        (true, Some(key)) if key.len() < MIN_AUDIT_KEY_BYTES => {
+            // The message gives the length only, never the key.
+            return Err(ConfigError::new(
+                "AUDIT_HASH_KEY",
+                format!(
+                    "is {} bytes long; it must be at least {MIN_AUDIT_KEY_BYTES} bytes",
+                    key.len()
+                ),
+            ));
+        }
+        (true, Some(key)) => Some(AuditKey::new(key.into_bytes())),
+    };
+
+    Ok(AuditConfig {
+        namespace,
+        function_name,
+        user_id_key,
+    })
+}
+
+/// Checks a CloudWatch namespace: 1 to 255 characters of letters, digits and
+/// `. - _ / # :` or spaces, not starting with `:` or with `AWS/`, which AWS
+/// reserves for its own metrics.
+fn validate_namespace(namespace: &str) -> Result<String, ConfigError> {
+    let allowed =
+        |character: char| character.is_ascii_alphanumeric() || " .-_/#:".contains(character);
+    if namespace.is_empty()
+        || namespace.len() > 255
+        || !namespace.chars().all(allowed)
+        || namespace.starts_with(':')
+        || namespace.starts_with("AWS/")
+    {
+        return Err(ConfigError::new(
+            "METRICS_NAMESPACE",
+            format!(
+                "expected 1 to 255 letters, digits, spaces or '.-_/#:' that do not start with ':' or 'AWS/', got '{namespace}'"
+            ),
+        ));
+    }
+    Ok(namespace.to_owned())
 }
 
 fn read_deletion_config(
@@ -508,6 +621,89 @@ mod tests {
                 .saturating_mul(2u32.saturating_pow(retry))
                 .min(policy.max_delay);
             assert!(policy.backoff(retry) <= ceiling, "retry {retry}");
+        }
+    }
+
+    #[test]
+    fn audit_defaults_keep_ids_plain() {
+        let config = config_from(&[("LEARNINGS_TABLE", "agno_learnings")]).unwrap();
+
+        assert_eq!(config.audit.namespace, "AgentOS/Learnings");
+        assert_eq!(config.audit.function_name, None);
+        assert_eq!(config.audit.user_id_key, None);
+    }
+
+    #[test]
+    fn audit_hashing_reads_key() {
+        let key = "0123456789abcdef0123456789abcdef";
+        let config = config_from(&[
+            ("LEARNINGS_TABLE", "agno_learnings"),
+            ("AUDIT_HASH_USER_IDS", "true"),
+            ("AUDIT_HASH_KEY", key),
+            ("AWS_LAMBDA_FUNCTION_NAME", "delete-learning-user"),
+        ])
+        .unwrap();
+
+        let stored = config.audit.user_id_key.as_ref().unwrap();
+        assert_eq!(stored.as_bytes(), key.as_bytes());
+        assert!(
+            !format!("{config:?}").contains(key),
+            "Debug must hide the key"
+        );
+        assert_eq!(
+            config.audit.function_name.as_deref(),
+            Some("delete-learning-user")
+        );
+    }
+
+    #[test]
+    fn audit_hashing_needs_long_key() {
+        let missing = config_from(&[
+            ("LEARNINGS_TABLE", "agno_learnings"),
+            ("AUDIT_HASH_USER_IDS", "true"),
+        ])
+        .unwrap_err();
+        let short = config_from(&[
+            ("LEARNINGS_TABLE", "agno_learnings"),
+            ("AUDIT_HASH_USER_IDS", "true"),
+            ("AUDIT_HASH_KEY", "short-secret"),
+        ])
+        .unwrap_err();
+
+        assert_eq!(missing.variable, "AUDIT_HASH_KEY");
+        assert_eq!(short.variable, "AUDIT_HASH_KEY");
+        assert!(!short.to_string().contains("short-secret"));
+    }
+
+    #[test]
+    fn key_without_hashing_is_ignored() {
+        let config = config_from(&[
+            ("LEARNINGS_TABLE", "agno_learnings"),
+            ("AUDIT_HASH_KEY", "short"),
+        ])
+        .unwrap();
+
+        assert_eq!(config.audit.user_id_key, None);
+    }
+
+    #[test]
+    fn metrics_namespace_is_checked() {
+        for valid in ["Team/Learnings", "agentos.prod", "My App #2: deletes"] {
+            let config = config_from(&[
+                ("LEARNINGS_TABLE", "agno_learnings"),
+                ("METRICS_NAMESPACE", valid),
+            ])
+            .unwrap();
+            assert_eq!(config.audit.namespace, valid);
+        }
+
+        for invalid in ["", "AWS/Lambda", ":leading", "tabs\there", "ünicode"] {
+            let error = config_from(&[
+                ("LEARNINGS_TABLE", "agno_learnings"),
+                ("METRICS_NAMESPACE", invalid),
+            ])
+            .unwrap_err();
+            assert_eq!(error.variable, "METRICS_NAMESPACE", "{invalid:?}");
         }
     }
 }

@@ -1,19 +1,20 @@
 //! The request path, top to bottom: event, route, identity, validation,
 //! policy, table, deletion, response and one log line.
 
-use std::time::{Instant, SystemTime};
+use std::time::{Instant, SystemTime, UNIX_EPOCH};
 
 use aws_sdk_dynamodb::Client;
 use aws_sdk_dynamodb::error::DisplayErrorContext;
 use serde_json::Value;
 
+use crate::audit::{AuditRecord, Outcome};
 use crate::config::Config;
 use crate::errors::ApiError;
 use crate::event::{AuthorizationHeader, FrontEnd, HttpEvent, HttpResponse};
 use crate::identity::{self, Caller};
 use crate::policy::{self, CallerKind};
 use crate::request;
-use crate::store::{self, Deadline, DeletionReport, DeletionScope};
+use crate::store::{self, Deadline, DeletionReport, DeletionScope, StoreError};
 use crate::token::{TokenError, TokenVerifier};
 
 /// The handler's dependencies, built once per cold start.
@@ -37,11 +38,31 @@ impl App {
     }
 }
 
-/// Handles one Lambda event and returns the HTTP response for its front end.
+/// The invocation data that Lambda sends along with an event.
+#[derive(Debug, Clone, Copy, Default)]
+pub struct Invocation<'a> {
+    pub request_id: &'a str,
+    /// The X-Ray trace id, which Lambda sends when tracing is active.
+    pub trace_id: Option<&'a str>,
+    /// When Lambda ends the invocation, or None for no limit.
+    pub end: Option<Instant>,
+}
+
+/// The result of one event: the response for its front end, and the audit
+/// record for the log.
+#[derive(Debug, Clone)]
+pub struct Handled {
+    pub response: Value,
+    /// One JSON object, to be written to stdout as one line.
+    pub audit: Value,
+}
+
+/// Handles one Lambda event and returns the HTTP response for its front end
+/// with the request's audit record.
 ///
-/// `invocation_end` is when Lambda ends the invocation. The deletion stops
-/// early enough before it to return a 500 with the number of deleted
-/// learnings, instead of letting the invocation time out.
+/// The deletion stops early enough before `invocation.end` to return a 500
+/// with the number of deleted learnings, instead of letting the invocation
+/// time out.
 ///
 /// Never fails: every outcome, a malformed event included, is an HTTP
 /// response, so the runtime never reports an invocation error for a request.
@@ -49,23 +70,19 @@ impl App {
 /// NOTE: a payload that is not JSON, or nests deeper than serde_json's limit
 /// of 128 levels, fails in lambda_runtime's deserializer before this function
 /// runs. API Gateway, function URLs and ALBs never send such payloads.
-pub async fn handle(
-    app: &App,
-    event: &Value,
-    request_id: &str,
-    invocation_end: Option<Instant>,
-) -> Value {
+pub async fn handle(app: &App, event: &Value, invocation: Invocation<'_>) -> Handled {
     let started = Instant::now();
     let mut log = RequestLog {
-        time_left_ms: invocation_end.map(|end| {
+        time_left_ms: invocation.end.map(|end| {
             let left = end.saturating_duration_since(started);
             u64::try_from(left.as_millis()).unwrap_or(u64::MAX)
         }),
         ..RequestLog::default()
     };
 
-    let deadline =
-        invocation_end.map(|end| Deadline::new(end, app.config.deletion.deadline_margin));
+    let deadline = invocation
+        .end
+        .map(|end| Deadline::new(end, app.config.deletion.deadline_margin));
     let parsed = HttpEvent::parse(event);
     let outcome = match &parsed {
         Ok(http) => delete_learning_user(app, http, deadline, &mut log).await,
@@ -78,22 +95,31 @@ pub async fn handle(
             headers: Vec::new(),
             body: String::new(),
         },
-        Err(error) => error_response(error, request_id),
+        Err(error) => error_response(error, invocation.request_id),
     };
 
-    log.emit(
-        request_id,
+    let record = log.audit_record(
+        invocation,
         event,
         response.status,
         outcome.as_ref().err(),
         started,
     );
+    let timestamp_ms = SystemTime::now()
+        .duration_since(UNIX_EPOCH)
+        .map_or(0, |elapsed| {
+            u64::try_from(elapsed.as_millis()).unwrap_or(u64::MAX)
+        });
+    let audit = record.to_json(&app.config.audit, timestamp_ms);
 
     let (front_end, multi_value_headers) = match &parsed {
         Ok(http) => (Some(http.front_end), http.multi_value_headers),
         Err(_) => (None, false),
     };
-    response.into_lambda_response(front_end, multi_value_headers)
+    Handled {
+        response: response.into_lambda_response(front_end, multi_value_headers),
+        audit,
+    }
 }
 
 /// Converts Lambda's deadline, a wall-clock time, to an instant of the
@@ -129,6 +155,7 @@ async fn delete_learning_user(
     let request = request::validate(user_id, &http.query)?;
     log.target_user = Some(request.user_id.clone());
     log.learning_type = request.learning_type.clone();
+    log.db_id = request.db_id.clone();
 
     let kind = policy::authorize(&caller, &request.user_id, &app.config.auth)?;
     log.caller = Some(kind);
@@ -248,7 +275,7 @@ fn error_response(error: &ApiError, request_id: &str) -> HttpResponse {
     }
 }
 
-/// The fields of the one log line per request, filled in as the request goes.
+/// The fields of the audit record, filled in as the request goes.
 #[derive(Debug, Default)]
 struct RequestLog {
     front_end: Option<FrontEnd>,
@@ -257,6 +284,7 @@ struct RequestLog {
     identity_source: Option<&'static str>,
     target_user: Option<String>,
     learning_type: Option<String>,
+    db_id: Option<String>,
     table: Option<String>,
     /// Milliseconds left before the invocation deadline when the request started.
     time_left_ms: Option<u64>,
@@ -264,64 +292,64 @@ struct RequestLog {
 }
 
 impl RequestLog {
-    fn emit(
-        &self,
-        request_id: &str,
-        event: &Value,
+    fn audit_record<'a>(
+        &'a self,
+        invocation: Invocation<'a>,
+        event: &'a Value,
         status: u16,
         error: Option<&ApiError>,
         started: Instant,
-    ) {
-        let api_request_id = event
-            .pointer("/requestContext/requestId")
-            .and_then(Value::as_str);
-        let duration_ms = u64::try_from(started.elapsed().as_millis()).unwrap_or(u64::MAX);
+    ) -> AuditRecord<'a> {
+        let (outcome, message) = match error {
+            None => (Outcome::Deleted, "learnings deleted"),
+            Some(ApiError::KeysUnavailable(_)) => {
+                (Outcome::Failed, "token verification keys unavailable")
+            }
+            Some(ApiError::Internal {
+                source: StoreError::DeadlineReached,
+                ..
+            }) => (
+                Outcome::DeadlineReached,
+                "learnings deletion stopped before the deadline",
+            ),
+            Some(ApiError::Internal { .. }) => (Outcome::Failed, "learnings deletion failed"),
+            Some(_) => (Outcome::Rejected, "request rejected"),
+        };
 
-        macro_rules! request_line {
-            ($level:expr, $($extra:tt)*) => {
-                tracing::event!(
-                    $level,
-                    request_id,
-                    api_request_id,
-                    front_end = self.front_end.map(FrontEnd::as_str),
-                    caller = self.caller.map(CallerKind::as_str),
-                    caller_id = self.caller_id.as_deref(),
-                    identity_source = self.identity_source,
-                    target_user = self.target_user.as_deref(),
-                    learning_type = self.learning_type.as_deref(),
-                    table = self.table.as_deref(),
-                    deleted = self.report.deleted,
-                    pages = self.report.pages,
-                    batches = self.report.batches,
-                    unprocessed_retries = self.report.unprocessed_retries,
-                    time_left_ms = self.time_left_ms,
-                    duration_ms,
-                    status,
-                    $($extra)*
-                )
-            };
-        }
+        // A 500's cause stays in the log, and a rejection's detail is what
+        // the client reads.
+        let (detail, cause) = match error {
+            Some(ApiError::KeysUnavailable(source)) => (None, Some(source.to_string())),
+            Some(ApiError::Internal { source, .. }) => {
+                (None, Some(DisplayErrorContext(source).to_string()))
+            }
+            Some(rejected) => (Some(rejected.detail(invocation.request_id)), None),
+            None => (None, None),
+        };
 
-        match error {
-            None => request_line!(tracing::Level::INFO, "learnings deleted"),
-            Some(unavailable @ ApiError::KeysUnavailable(source)) => request_line!(
-                tracing::Level::ERROR,
-                error_code = unavailable.error_code(),
-                error = %source,
-                "token verification keys unavailable"
-            ),
-            Some(internal @ ApiError::Internal { source, .. }) => request_line!(
-                tracing::Level::ERROR,
-                error_code = internal.error_code(),
-                error = %DisplayErrorContext(source),
-                "learnings deletion failed"
-            ),
-            Some(rejected) => request_line!(
-                tracing::Level::INFO,
-                error_code = rejected.error_code(),
-                detail = rejected.detail(request_id),
-                "request rejected"
-            ),
+        AuditRecord {
+            request_id: invocation.request_id,
+            trace_id: invocation.trace_id,
+            api_request_id: event
+                .pointer("/requestContext/requestId")
+                .and_then(Value::as_str),
+            front_end: self.front_end.map(FrontEnd::as_str),
+            identity_source: self.identity_source,
+            caller_kind: self.caller.map(CallerKind::as_str),
+            caller_id: self.caller_id.as_deref(),
+            target_user: self.target_user.as_deref(),
+            learning_type: self.learning_type.as_deref(),
+            db_id: self.db_id.as_deref(),
+            table: self.table.as_deref(),
+            report: self.report,
+            time_left_ms: self.time_left_ms,
+            duration_ms: u64::try_from(started.elapsed().as_millis()).unwrap_or(u64::MAX),
+            status,
+            outcome,
+            message,
+            error_code: error.map(ApiError::error_code),
+            detail,
+            error: cause,
         }
     }
 }

@@ -6,6 +6,7 @@
 //! functions of their input.
 
 pub mod attempts;
+pub mod audit;
 pub mod config;
 pub mod errors;
 pub mod event;

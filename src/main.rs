@@ -2,7 +2,9 @@
 //! and hands each event to the handler.
 
 use delete_learning_user::config::Config;
-use delete_learning_user::handler::{self, App};
+use std::io::Write;
+
+use delete_learning_user::handler::{self, App, Invocation};
 use delete_learning_user::telemetry;
 use lambda_runtime::{Error, LambdaEvent, service_fn};
 use serde_json::Value;
@@ -35,6 +37,8 @@ async fn main() -> Result<(), Error> {
         dynamodb_connect_timeout_ms = config.dynamodb.connect_timeout.as_millis() as u64,
         dynamodb_attempt_timeout_ms = config.dynamodb.attempt_timeout.as_millis() as u64,
         dynamodb_max_attempts = config.dynamodb.max_attempts,
+        metrics_namespace = config.audit.namespace,
+        audit_hash_user_ids = config.audit.user_id_key.is_some(),
         "configuration loaded"
     );
 
@@ -58,15 +62,20 @@ async fn main() -> Result<(), Error> {
                     "the invocation deadline has already passed or is out of range, so the deletion runs without one; only a local emulator sends such a value"
                 );
             }
-            Ok::<Value, Error>(
-                handler::handle(
-                    app,
-                    &event.payload,
-                    &event.context.request_id,
-                    invocation_end,
-                )
-                .await,
-            )
+            let invocation = Invocation {
+                request_id: &event.context.request_id,
+                trace_id: event.context.xray_trace_id.as_deref(),
+                end: invocation_end,
+            };
+            let handled = handler::handle(app, &event.payload, invocation).await;
+
+            // The audit record goes to stdout as is, without the tracing
+            // layer, because its EMF metadata is a nested object.
+            let mut stdout = std::io::stdout().lock();
+            if let Err(error) = writeln!(stdout, "{}", handled.audit) {
+                tracing::error!(request_id = %event.context.request_id, error = %error, "writing the audit record failed");
+            }
+            Ok::<Value, Error>(handled.response)
         }
     }))
     .await

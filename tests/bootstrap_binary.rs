@@ -47,6 +47,21 @@ fn response_of((request_id, outcome): &(String, Outcome)) -> &Value {
     }
 }
 
+/// Waits up to 30 s for a binary that must stop at start-up, and returns its exit status.
+fn wait_for_exit(bootstrap: &mut Child) -> std::process::ExitStatus {
+    let started = Instant::now();
+    loop {
+        if let Some(status) = bootstrap.try_wait().unwrap() {
+            return status;
+        }
+        assert!(
+            started.elapsed() < Duration::from_secs(30),
+            "bootstrap kept running with an invalid configuration"
+        );
+        std::thread::sleep(Duration::from_millis(20));
+    }
+}
+
 /// Stops the binary and returns everything it wrote to stdout and stderr.
 fn stop_and_collect_output(mut child: Child) -> String {
     let _ = child.kill();
@@ -139,7 +154,19 @@ async fn binary_serves_sample_events() {
         .collect();
     assert_eq!(request_lines.len(), 3, "{output}");
     assert_eq!(request_lines[0]["request_id"], "request-self");
-    assert_eq!(request_lines[0]["caller"], "self");
+    assert_eq!(request_lines[0]["caller_kind"], "self");
+    assert_eq!(
+        request_lines[0]["trace_id"],
+        "Root=1-00000000-000000000000000000000000"
+    );
+    assert_eq!(request_lines[0]["Outcome"], "Deleted");
+    assert_eq!(request_lines[0]["DeletedItems"], 2);
+    assert_eq!(
+        request_lines[0]["_aws"]["CloudWatchMetrics"][0]["Namespace"],
+        "AgentOS/Learnings"
+    );
+    assert_eq!(request_lines[1]["Outcome"], "Rejected");
+    assert_eq!(request_lines[2]["Outcome"], "Rejected");
     assert_eq!(request_lines[0]["identity_source"], "jwt");
     assert_eq!(request_lines[0]["deleted"], 2);
     assert_eq!(request_lines[0]["status"], 204);
@@ -162,17 +189,7 @@ fn missing_table_variable_stops_start_up() {
     let runtime_api = RuntimeApi::start();
     let mut bootstrap = start_bootstrap(&runtime_api, &[]);
 
-    let started = Instant::now();
-    let status = loop {
-        if let Some(status) = bootstrap.try_wait().unwrap() {
-            break status;
-        }
-        assert!(
-            started.elapsed() < Duration::from_secs(30),
-            "bootstrap kept running without LEARNINGS_TABLE"
-        );
-        std::thread::sleep(Duration::from_millis(20));
-    };
+    let status = wait_for_exit(&mut bootstrap);
     let output = stop_and_collect_output(bootstrap);
 
     assert!(!status.success());
@@ -210,6 +227,73 @@ async fn trace_logs_never_contain_the_token() {
     assert!(!output.contains(marker), "{output}");
     let scope = Scope::new(&table, "user-a", None);
     assert_invariants(&before, &after, Some(&scope), response_of(&outcomes[0]));
+}
+
+#[tokio::test]
+async fn hashed_audit_hides_user_ids() {
+    let client = dynamodb_client();
+    let table = unique_table_name("hashed");
+    create_table(&client, &table).await;
+    put_learnings(&client, &table, &[("user-a", "user_profile")], 100).await;
+    let key = "audit-key-for-tests-only-0123456789";
+    let runtime_api = RuntimeApi::start();
+    let bootstrap = start_bootstrap(
+        &runtime_api,
+        &[
+            ("LEARNINGS_TABLE", &table),
+            ("AUDIT_HASH_USER_IDS", "true"),
+            ("AUDIT_HASH_KEY", key),
+            ("METRICS_NAMESPACE", "Tests/Audit"),
+            ("AWS_LAMBDA_FUNCTION_NAME", "delete-learning-user-test"),
+        ],
+    );
+    let event = read_json(&repository_root().join("events/http-api-self.json"));
+    let before = snapshot_tables(&client, &[&table]).await;
+
+    runtime_api.push_event("request-hashed", event);
+    let outcomes = runtime_api.wait_for_outcomes(1, Duration::from_secs(60));
+    let after = snapshot_tables(&client, &[&table]).await;
+    let output = stop_and_collect_output(bootstrap);
+
+    let scope = Scope::new(&table, "user-a", None);
+    assert_invariants(&before, &after, Some(&scope), response_of(&outcomes[0]));
+    assert!(!output.contains("user-a"), "{output}");
+    assert!(!output.contains(key), "{output}");
+    let audit = output
+        .lines()
+        .filter_map(|line| serde_json::from_str::<Value>(line).ok())
+        .find(|line| line["request_id"] == "request-hashed")
+        .unwrap_or_else(|| panic!("no audit record: {output}"));
+    let hashed = audit["target_user"].as_str().unwrap();
+    assert!(hashed.starts_with("hmac-sha256:"), "{hashed}");
+    assert_eq!(audit["caller_id"], hashed);
+    assert_eq!(audit["user_ids_hashed"], true);
+    assert_eq!(audit["FunctionName"], "delete-learning-user-test");
+    assert_eq!(
+        audit["_aws"]["CloudWatchMetrics"][0]["Namespace"],
+        "Tests/Audit"
+    );
+}
+
+#[test]
+fn hashing_without_key_stops_start_up() {
+    let runtime_api = RuntimeApi::start();
+    let mut bootstrap = start_bootstrap(
+        &runtime_api,
+        &[
+            ("LEARNINGS_TABLE", "agno_learnings"),
+            ("AUDIT_HASH_USER_IDS", "true"),
+            ("AUDIT_HASH_KEY", "too-short-secret"),
+        ],
+    );
+
+    let status = wait_for_exit(&mut bootstrap);
+    let output = stop_and_collect_output(bootstrap);
+
+    assert!(!status.success());
+    assert!(output.contains("AUDIT_HASH_KEY"), "{output}");
+    assert!(output.contains("at least 32 bytes"), "{output}");
+    assert!(!output.contains("too-short-secret"), "{output}");
 }
 
 #[tokio::test]

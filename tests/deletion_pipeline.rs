@@ -8,7 +8,6 @@ use std::time::{Duration, Instant};
 use aws_sdk_dynamodb::Client;
 use aws_sdk_dynamodb::types::AttributeValue;
 use delete_learning_user::config::DeletionConfig;
-use delete_learning_user::handler;
 use delete_learning_user::store::{self, DeletionScope};
 use serde_json::json;
 use support::dynamo_proxy::DynamoProxy;
@@ -179,7 +178,8 @@ async fn deadline_inside_margin_deletes_nothing() {
 
     // The default margin is 1 s, so 300 ms left is already too little.
     let invocation_end = Instant::now() + Duration::from_millis(300);
-    let response = handler::handle(&app, &event, "request-late", Some(invocation_end)).await;
+    let handled = invoke_before(&app, &event, "request-late", invocation_end).await;
+    let response = handled.response;
 
     let after_request = snapshot_tables(&client, &[&table]).await;
     assert_invariants(&before_tables, &after_request, Some(&scope), &response);
@@ -214,12 +214,13 @@ async fn stuck_batches_are_abandoned_before_deadline() {
     // BatchWriteItem never responds, so only the deadline can end this request.
     // The outer timeout turns a hang into a failure instead of a stuck suite.
     let invocation_end = Instant::now() + Duration::from_millis(1_500);
-    let response = tokio::time::timeout(
+    let handled = tokio::time::timeout(
         Duration::from_secs(30),
-        handler::handle(&app, &event, "request-stuck", Some(invocation_end)),
+        invoke_before(&app, &event, "request-stuck", invocation_end),
     )
     .await
     .expect("the handler returns before the invocation deadline");
+    let response = handled.response;
 
     let after_request = snapshot_tables(&client, &[&table]).await;
     assert_invariants(&before_tables, &after_request, Some(&scope), &response);
@@ -256,12 +257,13 @@ async fn deadline_stops_large_deletion_and_repeat_finishes() {
     // With the default 1 s margin, new calls stop 0.5 s in, which is far less
     // than dynalite needs for 30,000 deletes.
     let invocation_end = Instant::now() + Duration::from_millis(1_500);
-    let response = tokio::time::timeout(
+    let handled = tokio::time::timeout(
         Duration::from_secs(30),
-        handler::handle(&app, &event, "request-large", Some(invocation_end)),
+        invoke_before(&app, &event, "request-large", invocation_end),
     )
     .await
     .expect("the handler returns before the invocation deadline");
+    let response = handled.response;
 
     let midway_tables = snapshot_tables(&client, &[&table]).await;
     assert_invariants(&before_tables, &midway_tables, Some(&scope), &response);
@@ -275,6 +277,16 @@ async fn deadline_stops_large_deletion_and_repeat_finishes() {
         .unwrap_or_else(|| panic!("no deleted count in {detail}"));
     assert!(deleted > 0, "{detail}");
     assert!(deleted < items, "{detail}");
+    let audit = &handled.audit;
+    assert_eq!(audit["Outcome"], "DeadlineReached");
+    assert_eq!(audit["DeletedItems"], deleted as u64);
+    assert_eq!(audit["deleted"], deleted as u64);
+    assert_eq!(audit["level"], "ERROR");
+    assert!(
+        audit["trace_id"]
+            .as_str()
+            .is_some_and(|trace| trace.starts_with("Root="))
+    );
     let midway = &midway_tables[&table];
     let left = sort_keys_of(midway, "user-a")
         .iter()

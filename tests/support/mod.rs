@@ -14,6 +14,7 @@ use std::path::{Path, PathBuf};
 use std::process::{Child, ChildStdin, Command, Stdio};
 use std::sync::OnceLock;
 use std::sync::atomic::{AtomicU32, Ordering};
+use std::time::Instant;
 
 use aws_sdk_dynamodb::Client;
 use aws_sdk_dynamodb::config::{BehaviorVersion, Credentials, Region};
@@ -22,9 +23,9 @@ use aws_sdk_dynamodb::types::{
     ScalarAttributeType, TableStatus, WriteRequest,
 };
 use delete_learning_user::config::{
-    AuthConfig, Config, DeletionConfig, DynamoDbConfig, RetryPolicy,
+    AuditConfig, AuthConfig, Config, DeletionConfig, DynamoDbConfig, RetryPolicy,
 };
-use delete_learning_user::handler::{self, App};
+use delete_learning_user::handler::{self, App, Handled};
 use delete_learning_user::tables::TableCatalog;
 use futures_util::StreamExt;
 use serde_json::{Value, json};
@@ -344,6 +345,7 @@ pub fn app_with(client: Client, tables: TableCatalog, auth: AuthConfig) -> App {
             token: None,
             deletion: fast_deletion(),
             dynamodb: DynamoDbConfig::default(),
+            audit: AuditConfig::default(),
         },
         client,
     )
@@ -368,7 +370,24 @@ pub fn fast_deletion() -> DeletionConfig {
 
 /// Sends one event through the handler, with no invocation deadline, and returns its Lambda response.
 pub async fn invoke(app: &App, event: &Value) -> Value {
-    handler::handle(app, event, "test-request-id", None).await
+    let invocation = handler::Invocation {
+        request_id: "test-request-id",
+        ..handler::Invocation::default()
+    };
+    handler::handle(app, event, invocation).await.response
+}
+
+/// Sends one event through the handler with Lambda's invocation deadline at
+/// `end`, and returns its response and audit record.
+pub async fn invoke_before(app: &App, event: &Value, request_id: &str, end: Instant) -> Handled {
+    let invocation = handler::Invocation {
+        request_id,
+        trace_id: Some(
+            "Root=1-6751e2a0-0123456789abcdef01234567;Parent=53995c3f42cd8ad8;Sampled=1",
+        ),
+        end: Some(end),
+    };
+    handler::handle(app, event, invocation).await
 }
 
 /// Returns the status code of a Lambda response.
