@@ -11,6 +11,8 @@ SAM_CLI := $(VENV)/.sam-installed
 NODE_TOOLS := node_modules/.installed
 BENCH_VENV := .bench-venv
 BENCH_PYTHON_TOOLS := $(BENCH_VENV)/.installed
+CONFORMANCE_VENV := .conformance-venv
+CONFORMANCE_TOOLS := $(CONFORMANCE_VENV)/.installed
 SOAK_CASES ?= 2000
 
 .PHONY: test demo lint unit template-lint sam-build tools clean bench
@@ -53,6 +55,18 @@ $(BENCH_PYTHON_TOOLS): bench/requirements.txt
 	$(BENCH_VENV)/bin/pip install --quiet --disable-pip-version-check -r bench/requirements.txt
 	touch $@
 
+.PHONY: conformance
+
+## conformance: schemathesis against api/ on the function under `cargo lambda watch` and dynalite; fails on an undocumented status, a body off the schema, or a 5xx
+## (settings: CONFORMANCE_MAX_EXAMPLES=1000 CONFORMANCE_SEED=20261205)
+conformance: $(NODE_TOOLS) $(PYTHON_TOOLS) $(CONFORMANCE_TOOLS)
+	bash scripts/conformance.sh
+
+$(CONFORMANCE_TOOLS): requirements-conformance.txt
+	python3 -m venv $(CONFORMANCE_VENV)
+	$(CONFORMANCE_VENV)/bin/pip install --quiet --disable-pip-version-check -r requirements-conformance.txt
+	touch $@
+
 .PHONY: fuzz soak
 
 ## soak: the property test of tests/property_deletion.rs with SOAK_CASES random cases (default 2000, about 9 minutes); prints the counts of cases, statuses and faults
@@ -80,5 +94,5 @@ $(SAM_CLI): requirements-sam.txt $(PYTHON_TOOLS)
 	touch $@
 
 clean:
-	rm -rf $(VENV) $(BENCH_VENV) node_modules target .aws-sam .demo
+	rm -rf $(VENV) $(BENCH_VENV) $(CONFORMANCE_VENV) node_modules target .aws-sam .demo .conformance
 	rm -rf .tools fuzz/target fuzz/corpus fuzz/artifacts fuzz/coverage
