@@ -18,3 +18,4 @@ pub mod store;
 pub mod tables;
 pub mod telemetry;
 pub mod token;
+pub mod xray;

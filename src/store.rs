@@ -29,6 +29,7 @@ use aws_sdk_dynamodb::types::{AttributeValue, DeleteRequest as DeleteKey, WriteR
 use futures_util::StreamExt;
 use futures_util::stream::FuturesUnordered;
 use tokio::sync::mpsc;
+use tracing::{Instrument, Span};
 
 use crate::attempts::{AttemptCounter, AttemptCounts};
 use crate::config::DeletionConfig;
@@ -182,7 +183,10 @@ pub async fn delete_learnings(
         // A write failure is reported first, because it closes the queue and so
         // also ends the query half early.
         written.and(queried)
-    };
+    }
+    .instrument(
+        tracing::info_span!(target: crate::xray::TARGET, "delete_learnings", table = scope.table),
+    );
 
     let outcome = match deadline {
         Some(deadline) => tokio::time::timeout_at(deadline.abandon.into(), pipeline)
@@ -383,15 +387,31 @@ async fn query_page(
         }
     };
 
-    query
+    let span = call_span("Query", scope.table);
+    let result = query
         .customize()
         .interceptor(progress.attempt_counter())
         .send()
-        .await
-        .map_err(|error| StoreError::Dynamo {
-            operation: "Query",
-            source: Box::new(error.into()),
-        })
+        .instrument(span.clone())
+        .await;
+    span.record("error", result.is_err());
+
+    result.map_err(|error| StoreError::Dynamo {
+        operation: "Query",
+        source: Box::new(error.into()),
+    })
+}
+
+/// Returns the span of one DynamoDB call, which becomes an X-Ray subsegment.
+/// Its `error` field is recorded when the call returns.
+fn call_span(operation: &'static str, table: &str) -> Span {
+    tracing::info_span!(
+        target: crate::xray::TARGET,
+        "DynamoDB",
+        operation,
+        table,
+        error = tracing::field::Empty
+    )
 }
 
 /// Takes the sort keys of a page's items that are in scope, and the key where
@@ -444,17 +464,20 @@ async fn write_batch(
     loop {
         let sent = requests.clone();
         let sent_count = sent.len();
-        let output = client
+        let span = call_span("BatchWriteItem", table);
+        let result = client
             .batch_write_item()
             .request_items(table, requests)
             .customize()
             .interceptor(progress.attempt_counter())
             .send()
-            .await
-            .map_err(|error| StoreError::Dynamo {
-                operation: "BatchWriteItem",
-                source: Box::new(error.into()),
-            })?;
+            .instrument(span.clone())
+            .await;
+        span.record("error", result.is_err());
+        let output = result.map_err(|error| StoreError::Dynamo {
+            operation: "BatchWriteItem",
+            source: Box::new(error.into()),
+        })?;
         progress.batches.fetch_add(1, Ordering::Relaxed);
         attempt += 1;
 

@@ -5,11 +5,14 @@ use tracing_subscriber::EnvFilter;
 use tracing_subscriber::filter::filter_fn;
 use tracing_subscriber::prelude::*;
 
+use crate::xray::{self, XRayLayer};
+
 /// Installs the global tracing subscriber.
 ///
 /// Lines are JSON unless AWS_LAMBDA_LOG_FORMAT is `Text`. The level comes from
 /// AWS_LAMBDA_LOG_LEVEL (set by the function's logging configuration), then
-/// RUST_LOG, and is INFO by default.
+/// RUST_LOG, and is INFO by default. The level filters the log lines only,
+/// so X-Ray subsegments are sent at every level.
 pub fn init() {
     let level = std::env::var("AWS_LAMBDA_LOG_LEVEL")
         .or_else(|_| std::env::var("RUST_LOG"))
@@ -25,10 +28,16 @@ pub fn init() {
     let layer = tracing_subscriber::fmt::layer()
         .with_target(false)
         .without_time();
+    let xray = XRayLayer::from_env().map(|layer| layer.with_filter(filter_fn(xray::is_xray)));
     if text {
         tracing_subscriber::registry()
-            .with(filter)
-            .with(layer.with_ansi(false).with_filter(without_raw_events))
+            .with(xray)
+            .with(
+                layer
+                    .with_ansi(false)
+                    .with_filter(without_raw_events)
+                    .with_filter(filter),
+            )
             .init();
     } else {
         let json = layer
@@ -37,8 +46,8 @@ pub fn init() {
             .with_current_span(false)
             .with_span_list(false);
         tracing_subscriber::registry()
-            .with(filter)
-            .with(json.with_filter(without_raw_events))
+            .with(xray)
+            .with(json.with_filter(without_raw_events).with_filter(filter))
             .init();
     }
 }

@@ -12,7 +12,7 @@ use serde_json::{Value, json};
 use support::dynamo_proxy::DynamoProxy;
 use support::invariants::{Scope, assert_invariants, snapshot_tables};
 use support::jwks_server::JwksServer;
-use support::runtime_api::{Outcome, RuntimeApi};
+use support::runtime_api::{Outcome, RuntimeApi, TRACE_HEADER};
 use support::tokens::jwks;
 use support::*;
 
@@ -155,10 +155,7 @@ async fn binary_serves_sample_events() {
     assert_eq!(request_lines.len(), 3, "{output}");
     assert_eq!(request_lines[0]["request_id"], "request-self");
     assert_eq!(request_lines[0]["caller_kind"], "self");
-    assert_eq!(
-        request_lines[0]["trace_id"],
-        "Root=1-00000000-000000000000000000000000"
-    );
+    assert_eq!(request_lines[0]["trace_id"], TRACE_HEADER);
     assert_eq!(request_lines[0]["Outcome"], "Deleted");
     assert_eq!(request_lines[0]["DeletedItems"], 2);
     assert_eq!(
@@ -273,6 +270,93 @@ async fn hashed_audit_hides_user_ids() {
         audit["_aws"]["CloudWatchMetrics"][0]["Namespace"],
         "Tests/Audit"
     );
+}
+
+#[tokio::test]
+async fn deletion_sends_xray_subsegments() {
+    let client = dynamodb_client();
+    let table = unique_table_name("xray");
+    create_table(&client, &table).await;
+    let sort_keys: Vec<String> = (0..60)
+        .map(|index| format!("user_memory#{index:02}"))
+        .collect();
+    let keys: Vec<(&str, &str)> = sort_keys
+        .iter()
+        .map(|key| ("user-a", key.as_str()))
+        .collect();
+    put_learnings(&client, &table, &keys, 100).await;
+    // A stand-in for Lambda's X-Ray daemon, which receives UDP datagrams.
+    let daemon = std::net::UdpSocket::bind("127.0.0.1:0").unwrap();
+    daemon
+        .set_read_timeout(Some(Duration::from_secs(10)))
+        .unwrap();
+    let daemon_address = daemon.local_addr().unwrap().to_string();
+    let runtime_api = RuntimeApi::start();
+    let bootstrap = start_bootstrap(
+        &runtime_api,
+        &[
+            ("LEARNINGS_TABLE", &table),
+            ("AWS_XRAY_DAEMON_ADDRESS", &daemon_address),
+        ],
+    );
+    let event = read_json(&repository_root().join("events/http-api-self.json"));
+    let before = snapshot_tables(&client, &[&table]).await;
+
+    runtime_api.push_event("request-xray", event);
+    let outcomes = runtime_api.wait_for_outcomes(1, Duration::from_secs(60));
+    let after = snapshot_tables(&client, &[&table]).await;
+
+    // The deletion's subsegment closes last, after its calls.
+    let mut subsegments = Vec::new();
+    let mut buffer = vec![0; 65_536];
+    while !subsegments
+        .iter()
+        .any(|document: &Value| document["name"] == "delete_learnings")
+    {
+        let length = daemon.recv(&mut buffer).expect("a subsegment within 10 s");
+        let datagram = std::str::from_utf8(&buffer[..length]).unwrap();
+        let (header, document) = datagram.split_once('\n').unwrap();
+        assert_eq!(header, r#"{"format": "json", "version": 1}"#);
+        subsegments.push(serde_json::from_str::<Value>(document).unwrap());
+    }
+    stop_and_collect_output(bootstrap);
+
+    let scope = Scope::new(&table, "user-a", None);
+    assert_invariants(&before, &after, Some(&scope), response_of(&outcomes[0]));
+    let deletion = subsegments.last().unwrap();
+    assert_eq!(deletion["trace_id"], "1-6751e2a0-0123456789abcdef01234567");
+    assert_eq!(deletion["parent_id"], "53995c3f42cd8ad8");
+    assert_eq!(deletion["type"], "subsegment");
+    let calls = &subsegments[..subsegments.len() - 1];
+    let operations: Vec<&str> = calls
+        .iter()
+        .map(|call| call["aws"]["operation"].as_str().unwrap())
+        .collect();
+    assert_eq!(
+        operations
+            .iter()
+            .filter(|operation| **operation == "Query")
+            .count(),
+        1
+    );
+    assert_eq!(
+        operations
+            .iter()
+            .filter(|operation| **operation == "BatchWriteItem")
+            .count(),
+        3
+    );
+    for call in calls {
+        assert_eq!(call["parent_id"], deletion["id"], "{call}");
+        assert_eq!(call["trace_id"], deletion["trace_id"], "{call}");
+        assert_eq!(call["namespace"], "aws", "{call}");
+        assert_eq!(call["aws"]["table_name"], table.as_str(), "{call}");
+        assert!(
+            call["start_time"].as_f64() <= call["end_time"].as_f64(),
+            "{call}"
+        );
+        assert!(call.get("error").is_none(), "{call}");
+    }
 }
 
 #[test]

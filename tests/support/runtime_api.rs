@@ -27,6 +27,11 @@ struct State {
     init_error: Option<String>,
 }
 
+/// The X-Ray trace header of every invocation: a sampled trace whose
+/// function segment is `Parent`.
+pub const TRACE_HEADER: &str =
+    "Root=1-6751e2a0-0123456789abcdef01234567;Parent=53995c3f42cd8ad8;Sampled=1";
+
 /// The server; it stops accepting when the test process exits.
 pub struct RuntimeApi {
     pub address: String,
@@ -154,10 +159,7 @@ fn route(
                         "arn:aws:lambda:us-east-1:123456789012:function:delete-learning-user"
                             .to_owned(),
                     ),
-                    (
-                        "lambda-runtime-trace-id",
-                        "Root=1-00000000-000000000000000000000000".to_owned(),
-                    ),
+                    ("lambda-runtime-trace-id", TRACE_HEADER.to_owned()),
                 ];
                 return ("200 OK", headers, event.to_string());
             }
