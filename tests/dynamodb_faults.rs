@@ -293,6 +293,26 @@ async fn unprocessed_writes_exhaust_retries() {
 }
 
 #[tokio::test]
+async fn reset_faults_send_tcp_reset() {
+    use tokio::io::{AsyncReadExt, AsyncWriteExt};
+
+    let proxy = DynamoProxy::start(&dynalite().endpoint).await;
+    proxy.inject_faults(3, 1.0, &[Fault::ResetBeforeForwarding]);
+    let address = proxy.endpoint.strip_prefix("http://").unwrap();
+    let mut connection = tokio::net::TcpStream::connect(address).await.unwrap();
+
+    let request = "POST / HTTP/1.1\r\nhost: 127.0.0.1\r\nx-amz-target: DynamoDB_20120810.Query\r\ncontent-length: 2\r\n\r\n{}";
+    connection.write_all(request.as_bytes()).await.unwrap();
+    let mut response = Vec::new();
+    let read = connection.read_to_end(&mut response).await;
+
+    // A normal close would end the read with Ok and no bytes.
+    let error = read.expect_err("the proxy closed the connection without a reset");
+    assert_eq!(error.kind(), std::io::ErrorKind::ConnectionReset);
+    assert_eq!(proxy.injected(), 1);
+}
+
+#[tokio::test]
 async fn missing_table_is_500_and_touches_nothing() {
     let (client, table, before) = seeded_table("present").await;
     // The configured table does not exist, so dynalite returns ResourceNotFoundException.

@@ -14,6 +14,7 @@ use std::path::{Path, PathBuf};
 
 use fuzz_chain::SETTINGS;
 use serde_json::Value;
+use support::invariants::check_response;
 use support::*;
 
 /// Returns the input files of a directory, sorted, leaving out its README and dotfiles.
@@ -101,7 +102,11 @@ async fn handler_agrees_with_fuzz_chain() {
         };
         let event: Value = serde_json::from_slice(&bytes).unwrap();
 
-        let handler_status = status_of(&invoke(&app, &event).await);
+        let response = invoke(&app, &event).await;
+        if let Err(broken) = check_response(&response) {
+            mismatches.push(format!("{}: {broken}", path.display()));
+        }
+        let handler_status = status_of(&response);
 
         compared += 1;
         if handler_status != u64::from(chain_status) {

@@ -129,7 +129,7 @@ fn case_strategy() -> impl Strategy<Value = Case> {
         // requests target, so that requests have work to do beside traps.
         let owner = prop_oneof![Just(0), 0..user_count];
         let learnings =
-            prop::collection::vec((owner, sort_key_strategy(), payload_strategy()), 0..120);
+            prop::collection::vec((owner, sort_key_strategy(), payload_strategy()), 0..=120);
         let target = prop_oneof![3 => Just(0), 1 => 0..=user_count];
         let learning_type = prop::option::of(prop::sample::select(
             [LEARNING_TYPES, &[ABSENT_TYPE]].concat(),

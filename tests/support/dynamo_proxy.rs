@@ -11,7 +11,7 @@ use std::time::Duration;
 use serde_json::{Map, Value, json};
 
 use tokio::io::{AsyncBufReadExt, AsyncReadExt, AsyncWriteExt, BufReader};
-use tokio::net::tcp::OwnedReadHalf;
+use tokio::net::tcp::{OwnedReadHalf, OwnedWriteHalf};
 use tokio::net::{TcpListener, TcpStream};
 
 /// A fault that the proxy puts in place of a normal exchange.
@@ -25,11 +25,11 @@ pub enum Fault {
     InternalServerError,
     /// 503 with no DynamoDB error type, without forwarding.
     ServiceUnavailable,
-    /// The connection closes before the request reaches dynalite.
-    CloseBeforeForwarding,
-    /// dynalite carries out the request, then the connection closes before
+    /// The connection is reset (a TCP RST) before the request reaches dynalite.
+    ResetBeforeForwarding,
+    /// dynalite carries out the request, then the connection is reset before
     /// the response reaches the client.
-    CloseAfterForwarding,
+    ResetAfterForwarding,
     /// dynalite carries out the request, and its response waits for the
     /// proxy's slow-response delay, which tests set beyond the SDK's attempt
     /// timeout.
@@ -50,8 +50,8 @@ impl Fault {
         Fault::Throttling,
         Fault::InternalServerError,
         Fault::ServiceUnavailable,
-        Fault::CloseBeforeForwarding,
-        Fault::CloseAfterForwarding,
+        Fault::ResetBeforeForwarding,
+        Fault::ResetAfterForwarding,
         Fault::SlowResponse,
         Fault::Unprocessed,
         Fault::MissingTable,
@@ -79,8 +79,8 @@ impl Fault {
                 r#"{"__type":"com.amazonaws.dynamodb.v20120810#InternalServerError","message":"Injected by the test proxy"}"#,
             )),
             Fault::ServiceUnavailable => Some(("503 Service Unavailable", "")),
-            Fault::CloseBeforeForwarding
-            | Fault::CloseAfterForwarding
+            Fault::ResetBeforeForwarding
+            | Fault::ResetAfterForwarding
             | Fault::SlowResponse
             | Fault::Unprocessed
             | Fault::MissingTable => None,
@@ -246,7 +246,7 @@ async fn relay(client: TcpStream, upstream: &str, state: &State) {
 
         let mut unprocessed = Map::new();
         match picked {
-            Some((Fault::CloseBeforeForwarding, _)) => return,
+            Some((Fault::ResetBeforeForwarding, _)) => return reset(requests, client_writer),
             Some((Fault::MissingTable, _)) => body = with_missing_table(&body),
             Some((Fault::Unprocessed, seed)) => {
                 let Some(split) = split_batch(&body, seed) else {
@@ -282,7 +282,7 @@ async fn relay(client: TcpStream, upstream: &str, state: &State) {
             return;
         };
         match fault {
-            Some(Fault::CloseAfterForwarding) => return,
+            Some(Fault::ResetAfterForwarding) => return reset(requests, client_writer),
             Some(Fault::SlowResponse) => {
                 let delay = state
                     .slow_response
@@ -298,6 +298,16 @@ async fn relay(client: TcpStream, upstream: &str, state: &State) {
             return;
         }
     }
+}
+
+/// Resets the client's connection: with a zero linger time, closing the
+/// socket sends a TCP RST instead of a normal close. The write half is
+/// forgotten first, because dropping it would send a FIN before the reset.
+fn reset(requests: BufReader<OwnedReadHalf>, writer: OwnedWriteHalf) {
+    let reader = requests.into_inner();
+    let _ = reader.as_ref().set_zero_linger();
+    writer.forget();
+    drop(reader);
 }
 
 /// Picks the fault for the next request of `operation` from the plan, if

@@ -5,10 +5,11 @@
 //! 2. a 204 leaves none of the items that matched before the request;
 //! 3. any other status leaves the matching items as a byte-identical subset
 //!    of those before, and a 4xx leaves every table as it was;
-//! 4. the outcome is an HTTP response with a documented status, and an error
-//!    response has the documented `{detail, error_code}` body.
+//! 4. the outcome is an HTTP response with a documented status. A 204 has an
+//!    empty body and no content type, and an error response has the
+//!    documented `{detail, error_code}` body with the status's error code.
 //!
-//! The fourth invariant's other half, that a repeat without faults ends in
+//! The third invariant's other half, that a repeat without faults ends in
 //! 204, is up to the tests that inject the faults.
 
 use std::collections::BTreeMap;
@@ -146,6 +147,13 @@ pub fn check_response(response: &Value) -> Result<u64, String> {
         return Err(format!("undocumented status {status}: {response}"));
     }
     if status == 204 {
+        let body = response["body"].as_str().unwrap_or_default();
+        let typed = ["headers", "multiValueHeaders"]
+            .iter()
+            .any(|headers| response[headers].get("content-type").is_some());
+        if !body.is_empty() || typed {
+            return Err(format!("a 204 with a body or a content type: {response}"));
+        }
         return Ok(status);
     }
 
@@ -157,6 +165,20 @@ pub fn check_response(response: &Value) -> Result<u64, String> {
     let field_count = body.as_object().map_or(0, |fields| fields.len());
     if !fields_are_strings || field_count != 2 {
         return Err(format!("a {status} with an undocumented body: {body}"));
+    }
+    let expected_code = match status {
+        400 => "BAD_REQUEST",
+        401 => "UNAUTHENTICATED",
+        403 => "FORBIDDEN",
+        404 => "NOT_FOUND",
+        405 => "METHOD_NOT_ALLOWED",
+        422 => "VALIDATION_ERROR",
+        _ => "INTERNAL_SERVER_ERROR",
+    };
+    if body["error_code"] != expected_code {
+        return Err(format!(
+            "a {status} with the error code of another status: {body}"
+        ));
     }
     Ok(status)
 }
