@@ -198,7 +198,7 @@ impl DynamoProxy {
         self.state.unprocessed_writes.load(Ordering::Relaxed)
     }
 
-    /// Sets how long a [`Fault::SlowResponse`] holds a response (3 s unless set).
+    /// Sets how long a [`Fault::SlowResponse`] delays a response (3 s unless set).
     pub fn set_slow_response(&self, delay: Duration) {
         *self.state.slow_response.lock().unwrap() = Some(delay);
     }
@@ -259,7 +259,7 @@ async fn relay(client: TcpStream, upstream: &str, state: &State) {
                 match split.forwarded_body {
                     Some(forwarded) => body = forwarded,
                     None => {
-                        // Nothing is left to forward, so the proxy answers alone.
+                        // Nothing is left to forward, so the proxy responds by itself.
                         let answer = json!({"UnprocessedItems": unprocessed}).to_string();
                         let response = build_response("200 OK", &[], answer.as_bytes());
                         if client_writer.write_all(&response).await.is_err() {

@@ -26,7 +26,7 @@ pub type Tables = BTreeMap<String, Snapshot>;
 /// The statuses that the API contract and this service document.
 pub const DOCUMENTED_STATUSES: [u64; 8] = [204, 400, 401, 403, 404, 405, 422, 500];
 
-/// The items that one request asks to delete: a user's learnings in one
+/// The items that one request must delete: a user's learnings in one
 /// table, of one learning type or of all.
 #[derive(Debug, Clone)]
 pub struct Scope {
