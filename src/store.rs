@@ -183,10 +183,14 @@ pub async fn delete_learnings(
         // A write failure is reported first, because it closes the queue and so
         // also ends the query half early.
         written.and(queried)
-    }
-    .instrument(
-        tracing::info_span!(target: crate::xray::TARGET, "delete_learnings", table = scope.table),
+    };
+    let deletion_span = tracing::info_span!(
+        target: crate::xray::TARGET,
+        "delete_learnings",
+        table = scope.table,
+        fault = tracing::field::Empty
     );
+    let pipeline = pipeline.instrument(deletion_span.clone());
 
     let outcome = match deadline {
         Some(deadline) => tokio::time::timeout_at(deadline.abandon.into(), pipeline)
@@ -194,6 +198,7 @@ pub async fn delete_learnings(
             .unwrap_or(Err(StoreError::DeadlineReached)),
         None => pipeline.await,
     };
+    deletion_span.record("fault", outcome.is_err());
 
     let report = progress.report();
     match outcome {
@@ -394,7 +399,7 @@ async fn query_page(
         .send()
         .instrument(span.clone())
         .await;
-    span.record("error", result.is_err());
+    span.record("fault", result.is_err());
 
     result.map_err(|error| StoreError::Dynamo {
         operation: "Query",
@@ -403,14 +408,15 @@ async fn query_page(
 }
 
 /// Returns the span of one DynamoDB call, which becomes an X-Ray subsegment.
-/// Its `error` field is recorded when the call returns.
+/// Its `fault` starts true and turns false when the call succeeds, so that a
+/// call abandoned at the deadline shows as a fault too.
 fn call_span(operation: &'static str, table: &str) -> Span {
     tracing::info_span!(
         target: crate::xray::TARGET,
         "DynamoDB",
         operation,
         table,
-        error = tracing::field::Empty
+        fault = true
     )
 }
 
@@ -473,7 +479,7 @@ async fn write_batch(
             .send()
             .instrument(span.clone())
             .await;
-        span.record("error", result.is_err());
+        span.record("fault", result.is_err());
         let output = result.map_err(|error| StoreError::Dynamo {
             operation: "BatchWriteItem",
             source: Box::new(error.into()),

@@ -135,7 +135,8 @@ struct Subsegment {
 struct SpanFields {
     operation: Option<String>,
     table: Option<String>,
-    error: bool,
+    /// Whether the work failed or was abandoned, which X-Ray shows as a fault.
+    fault: bool,
 }
 
 impl Visit for SpanFields {
@@ -148,8 +149,8 @@ impl Visit for SpanFields {
     }
 
     fn record_bool(&mut self, field: &Field, value: bool) {
-        if field.name() == "error" {
-            self.error = value;
+        if field.name() == "fault" {
+            self.fault = value;
         }
     }
 
@@ -240,8 +241,8 @@ fn document(subsegment: &Subsegment, end_time: f64) -> Value {
         }
         document.insert("aws".to_owned(), Value::Object(aws));
     }
-    if fields.error {
-        document.insert("error".to_owned(), json!(true));
+    if fields.fault {
+        document.insert("fault".to_owned(), json!(true));
     }
     Value::Object(document)
 }
@@ -313,7 +314,7 @@ mod tests {
             fields: SpanFields {
                 operation: Some("BatchWriteItem".to_owned()),
                 table: Some("agno_learnings".to_owned()),
-                error: true,
+                fault: true,
             },
         };
 
@@ -325,6 +326,6 @@ mod tests {
         assert_eq!(document["aws"]["table_name"], "agno_learnings");
         assert_eq!(document["parent_id"], "53995c3f42cd8ad8");
         assert_eq!(document["end_time"], 1_796_500_800.75);
-        assert_eq!(document["error"], true);
+        assert_eq!(document["fault"], true);
     }
 }

@@ -327,6 +327,7 @@ async fn deletion_sends_xray_subsegments() {
     assert_eq!(deletion["trace_id"], "1-6751e2a0-0123456789abcdef01234567");
     assert_eq!(deletion["parent_id"], "53995c3f42cd8ad8");
     assert_eq!(deletion["type"], "subsegment");
+    assert!(deletion.get("fault").is_none(), "{deletion}");
     let calls = &subsegments[..subsegments.len() - 1];
     let operations: Vec<&str> = calls
         .iter()
@@ -347,6 +348,7 @@ async fn deletion_sends_xray_subsegments() {
         3
     );
     for call in calls {
+        assert_eq!(call["name"], "DynamoDB", "{call}");
         assert_eq!(call["parent_id"], deletion["id"], "{call}");
         assert_eq!(call["trace_id"], deletion["trace_id"], "{call}");
         assert_eq!(call["namespace"], "aws", "{call}");
@@ -355,12 +357,12 @@ async fn deletion_sends_xray_subsegments() {
             call["start_time"].as_f64() <= call["end_time"].as_f64(),
             "{call}"
         );
-        assert!(call.get("error").is_none(), "{call}");
+        assert!(call.get("fault").is_none(), "{call}");
     }
 }
 
 #[test]
-fn hashing_without_key_stops_start_up() {
+fn short_hash_key_stops_start_up() {
     let runtime_api = RuntimeApi::start();
     let mut bootstrap = start_bootstrap(
         &runtime_api,
@@ -393,12 +395,18 @@ async fn near_deadline_gets_500_not_timeout() {
     )
     .await;
     let before = snapshot(&client, &table).await;
+    let daemon = std::net::UdpSocket::bind("127.0.0.1:0").unwrap();
+    daemon
+        .set_read_timeout(Some(Duration::from_secs(10)))
+        .unwrap();
+    let daemon_address = daemon.local_addr().unwrap().to_string();
     let runtime_api = RuntimeApi::start();
     let bootstrap = start_bootstrap(
         &runtime_api,
         &[
             ("LEARNINGS_TABLE", &table),
             ("DELETE_DEADLINE_MARGIN_MS", "5000"),
+            ("AWS_XRAY_DAEMON_ADDRESS", &daemon_address),
         ],
     );
 
@@ -423,6 +431,15 @@ async fn near_deadline_gets_500_not_timeout() {
     assert!(detail.contains("request-late"), "{detail}");
     assert_eq!(snapshot(&client, &table).await, before);
     assert!(output.contains("invocation deadline"), "{output}");
+
+    // The deletion made no call, and X-Ray shows it as a fault.
+    let mut buffer = vec![0; 65_536];
+    let length = daemon.recv(&mut buffer).expect("a subsegment within 10 s");
+    let datagram = std::str::from_utf8(&buffer[..length]).unwrap();
+    let (_, document) = datagram.split_once('\n').unwrap();
+    let deletion: Value = serde_json::from_str(document).unwrap();
+    assert_eq!(deletion["name"], "delete_learnings", "{deletion}");
+    assert_eq!(deletion["fault"], true, "{deletion}");
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
