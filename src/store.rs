@@ -29,7 +29,7 @@ use aws_sdk_dynamodb::types::{AttributeValue, DeleteRequest as DeleteKey, WriteR
 use futures_util::StreamExt;
 use futures_util::stream::FuturesUnordered;
 use tokio::sync::mpsc;
-use tracing::{Instrument, Span};
+use tracing::Instrument;
 
 use crate::attempts::{AttemptCounter, AttemptCounts};
 use crate::config::DeletionConfig;
@@ -392,32 +392,38 @@ async fn query_page(
         }
     };
 
-    let span = call_span("Query", scope.table);
-    let result = query
+    let call = query
         .customize()
         .interceptor(progress.attempt_counter())
-        .send()
-        .instrument(span.clone())
-        .await;
-    span.record("fault", result.is_err());
-
-    result.map_err(|error| StoreError::Dynamo {
-        operation: "Query",
-        source: Box::new(error.into()),
-    })
+        .send();
+    traced_call("Query", scope.table, call).await
 }
 
-/// Returns the span of one DynamoDB call, which becomes an X-Ray subsegment.
-/// Its `fault` starts true and turns false when the call succeeds, so that a
-/// call abandoned at the deadline shows as a fault too.
-fn call_span(operation: &'static str, table: &str) -> Span {
-    tracing::info_span!(
+/// Awaits one DynamoDB call inside its span, which becomes an X-Ray
+/// subsegment. The span's `fault` starts true and turns false when the call
+/// succeeds, so that a call abandoned at the deadline shows as a fault too.
+async fn traced_call<T, E>(
+    operation: &'static str,
+    table: &str,
+    call: impl Future<Output = Result<T, E>>,
+) -> Result<T, StoreError>
+where
+    E: Into<aws_sdk_dynamodb::Error>,
+{
+    let span = tracing::info_span!(
         target: crate::xray::TARGET,
         "DynamoDB",
         operation,
         table,
         fault = true
-    )
+    );
+    let result = call.instrument(span.clone()).await;
+    span.record("fault", result.is_err());
+
+    result.map_err(|error| StoreError::Dynamo {
+        operation,
+        source: Box::new(error.into()),
+    })
 }
 
 /// Takes the sort keys of a page's items that are in scope, and the key where
@@ -470,20 +476,13 @@ async fn write_batch(
     loop {
         let sent = requests.clone();
         let sent_count = sent.len();
-        let span = call_span("BatchWriteItem", table);
-        let result = client
+        let call = client
             .batch_write_item()
             .request_items(table, requests)
             .customize()
             .interceptor(progress.attempt_counter())
-            .send()
-            .instrument(span.clone())
-            .await;
-        span.record("fault", result.is_err());
-        let output = result.map_err(|error| StoreError::Dynamo {
-            operation: "BatchWriteItem",
-            source: Box::new(error.into()),
-        })?;
+            .send();
+        let output = traced_call("BatchWriteItem", table, call).await?;
         progress.batches.fetch_add(1, Ordering::Relaxed);
         attempt += 1;
 
