@@ -54,7 +54,7 @@ impl Outcome {
 pub struct AuditRecord<'a> {
     /// Lambda's request id.
     pub request_id: &'a str,
-    /// The X-Ray trace id of the invocation.
+    /// The invocation's X-Ray trace header, as Lambda sends it.
     pub trace_id: Option<&'a str>,
     /// API Gateway's request id, from the event's request context.
     pub api_request_id: Option<&'a str>,

@@ -42,7 +42,7 @@ impl App {
 #[derive(Debug, Clone, Copy, Default)]
 pub struct Invocation<'a> {
     pub request_id: &'a str,
-    /// The X-Ray trace id, which Lambda sends when tracing is active.
+    /// The X-Ray trace header, which Lambda sends when tracing is active.
     pub trace_id: Option<&'a str>,
     /// When Lambda ends the invocation, or None for no limit.
     pub end: Option<Instant>,

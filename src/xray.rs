@@ -80,9 +80,6 @@ pub fn daemon_address(value: &str) -> Option<SocketAddr> {
 pub struct XRayLayer {
     socket: UdpSocket,
     daemon: SocketAddr,
-    /// Reads the current invocation's trace header; `_X_AMZN_TRACE_ID` in
-    /// the function, replaced in tests.
-    trace_header: fn() -> Option<String>,
 }
 
 impl XRayLayer {
@@ -91,12 +88,12 @@ impl XRayLayer {
     /// function sends nothing.
     pub fn from_env() -> Option<Self> {
         let daemon = daemon_address(&std::env::var("AWS_XRAY_DAEMON_ADDRESS").ok()?)?;
-        Self::new(daemon, || std::env::var("_X_AMZN_TRACE_ID").ok())
+        Self::new(daemon)
     }
 
-    /// Builds a layer that sends to `daemon`, with the trace header that
-    /// `trace_header` returns at the start of each deletion.
-    pub fn new(daemon: SocketAddr, trace_header: fn() -> Option<String>) -> Option<Self> {
+    /// Builds a layer that sends to `daemon`. Returns None when no local
+    /// UDP socket can be bound.
+    pub fn new(daemon: SocketAddr) -> Option<Self> {
         // A loopback daemon gets a loopback socket; any other, such as
         // Lambda's link-local daemon, gets the default interface.
         let local: SocketAddr = if daemon.ip().is_loopback() {
@@ -105,11 +102,7 @@ impl XRayLayer {
             "0.0.0.0:0".parse().ok()?
         };
         let socket = UdpSocket::bind(local).ok()?;
-        Some(Self {
-            socket,
-            daemon,
-            trace_header,
-        })
+        Some(Self { socket, daemon })
     }
 
     fn send(&self, document: &Value) {
@@ -177,10 +170,8 @@ where
         let (trace_id, parent_id) = match enclosing {
             Some(ids) => ids,
             None => {
-                let Some(header) = (self.trace_header)()
-                    .as_deref()
-                    .and_then(TraceHeader::parse_sampled)
-                else {
+                let header = std::env::var("_X_AMZN_TRACE_ID").ok();
+                let Some(header) = header.as_deref().and_then(TraceHeader::parse_sampled) else {
                     return;
                 };
                 (header.trace_id, header.parent_id)
