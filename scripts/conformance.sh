@@ -27,217 +27,50 @@ readonly READY_TIMEOUT=300   # seconds for the function to respond to its first 
 readonly REQUEST_TIMEOUT=30  # seconds for one request of schemathesis
 readonly STOP_TIMEOUT=10     # seconds for a server to exit before it gets SIGKILL
 
-fail() {
-  echo "conformance: $*" >&2
-  exit 1
-}
+readonly SCRIPT_NAME=conformance
+readonly MAKE_TARGET=conformance
+# shellcheck source=scripts/local_stack.sh
+source scripts/local_stack.sh
 
 [[ $MAX_EXAMPLES =~ ^[1-9][0-9]*$ ]] || fail "invalid CONFORMANCE_MAX_EXAMPLES '$MAX_EXAMPLES'; expected a positive integer"
 [[ $SEED =~ ^[0-9]+$ ]] || fail "invalid CONFORMANCE_SEED '$SEED'; expected a non-negative integer"
 
-# The process helpers are the same as in scripts/demo.sh.
-
-# Prints the ids of all descendants of process $1, each child before its own children.
-descendants() {
-  local child
-  for child in $(pgrep -P "$1" || true); do
-    echo "$child"
-    descendants "$child"
-  done
-}
-
-# Waits up to $2 seconds for process $1 to exit, and returns 1 if it is still running.
-wait_for_exit() {
-  local pid=$1 tenths=$(($2 * 10))
-  while ((tenths > 0)); do
-    if ! kill -0 "$pid" 2>/dev/null; then
-      wait "$pid" 2>/dev/null || true
-      return 0
-    fi
-    sleep 0.1
-    tenths=$((tenths - 1))
-  done
-  return 1
-}
-
-# Stops process $1 (named $2) with SIGTERM, and with SIGKILL if it is still running after
-# STOP_TIMEOUT.
-stop_process() {
-  local pid=$1 name=$2
-  kill -TERM "$pid" 2>/dev/null || return 0
-  if ! wait_for_exit "$pid" "$STOP_TIMEOUT"; then
-    echo "conformance: $name (pid $pid) still running ${STOP_TIMEOUT} s after SIGTERM; sending SIGKILL" >&2
-    kill -KILL "$pid" 2>/dev/null || true
-    wait "$pid" 2>/dev/null || true
-  fi
-}
-
 # --- Tools -------------------------------------------------------------------------------
 
-# Only the tools that the Makefile installs are used, so that another version on PATH cannot
-# change the result.
-[[ -x .venv/bin/cargo-lambda ]] || fail ".venv/bin/cargo-lambda not found; run \`make conformance\`, which installs it"
+require_tools
 [[ -x .conformance-venv/bin/schemathesis ]] || fail ".conformance-venv/bin/schemathesis not found; run \`make conformance\`, which installs it"
-[[ -f node_modules/dynalite/package.json ]] || fail "node_modules/dynalite not found; run \`make conformance\`, which runs npm ci"
 [[ -f $CONTRACT ]] || fail "$CONTRACT not found"
-export PATH="$PWD/.venv/bin:$PATH"
-for tool in node cargo curl python3 ss pgrep setpriv; do
-  command -v "$tool" >/dev/null || fail "$tool not found on PATH; the conformance run needs it"
-done
+scrub_environment '^SCHEMATHESIS_'
+start_work_dir .conformance "logs and reports"
 
-# The script sets the whole AWS and function configuration itself, as scripts/demo.sh does,
-# so that no developer setting sends a request to a real account or changes a status.
-while read -r name; do
-  unset "$name"
-done < <(compgen -e | grep -E '^(AWS_|AUTH_|JWT_|LEARNINGS_|SCHEMATHESIS_)' || true)
-
-mkdir -p .conformance
-work_dir=$(mktemp -d "$PWD/.conformance/run.XXXXXX")
-
-# --- Cleanup -----------------------------------------------------------------------------
-
-dynalite_pid=""
-dynalite_stdin="" # file descriptor of the write end of dynalite's stdin
-watch_pid=""
-succeeded=false
-
-cleanup() {
-  set +e
-  if [[ -n $watch_pid ]]; then
-    # The function instance runs in a session of its own, so it is collected before
-    # cargo lambda watch stops and then checked separately.
-    local function_pids
-    function_pids=$(descendants "$watch_pid")
-    stop_process "$watch_pid" "cargo lambda watch"
-    for pid in $function_pids; do
-      stop_process "$pid" "function process"
-    done
-  fi
-
-  # dynalite exits when its stdin closes.
-  if [[ -n $dynalite_stdin ]]; then
-    exec {dynalite_stdin}>&-
-  fi
-  if [[ -n $dynalite_pid ]] && ! wait_for_exit "$dynalite_pid" "$STOP_TIMEOUT"; then
-    stop_process "$dynalite_pid" "dynalite"
-  fi
-
-  if $succeeded; then
-    rm -rf "$work_dir"
-  else
-    echo "conformance: logs and reports kept in ${work_dir#"$PWD"/}" >&2
-  fi
-}
-trap cleanup EXIT
-trap 'exit 130' INT
-trap 'exit 143' TERM
-
-# --- Build -------------------------------------------------------------------------------
-
-# The two builds are separate because the examples enable the dev-dependencies' features,
-# and the function must be built without them, as scripts/demo.sh explains.
-echo "==> Building the table example, the token example and the function (debug)"
-cargo build --locked --example learnings_table --example sign_token
-cargo build --locked --bin bootstrap
+build_binaries
 
 # --- dynalite ----------------------------------------------------------------------------
 
-echo "==> Starting dynalite"
-mkfifo "$work_dir/dynalite.stdin"
-node tests/support/dynalite.js <"$work_dir/dynalite.stdin" >"$work_dir/dynalite.out" 2>"$work_dir/dynalite.log" &
-dynalite_pid=$!
-# This shell keeps the write end of the FIFO open, so dynalite stops by itself on any exit
-# of the script, SIGKILL included.
-exec {dynalite_stdin}>"$work_dir/dynalite.stdin"
-
-deadline=$((SECONDS + DYNALITE_TIMEOUT))
-dynalite_port=""
-while [[ -z $dynalite_port ]]; do
-  if ! kill -0 "$dynalite_pid" 2>/dev/null; then
-    cat "$work_dir/dynalite.log" >&2
-    fail "dynalite exited before it printed its port"
-  fi
-  if ((SECONDS >= deadline)); then
-    fail "dynalite did not print its port within ${DYNALITE_TIMEOUT} s; see ${work_dir#"$PWD"/}/dynalite.log"
-  fi
-  sleep 0.2
-  dynalite_port=$(sed -n 's/^listening on \([0-9][0-9]*\)$/\1/p' "$work_dir/dynalite.out")
-done
-echo "dynalite listens on 127.0.0.1:$dynalite_port"
-
-# The same settings as scripts/demo.sh: dummy credentials, no instance metadata and no
-# profile files, so the SDK looks for credentials nowhere else.
-export LEARNINGS_TABLE=$TABLE
-export AWS_ENDPOINT_URL_DYNAMODB=http://127.0.0.1:$dynalite_port
-export AWS_REGION=us-east-1
-export AWS_ACCESS_KEY_ID=conformance
-export AWS_SECRET_ACCESS_KEY=conformance
-export AWS_EC2_METADATA_DISABLED=true
-export AWS_CONFIG_FILE=$work_dir/no-aws-config
-export AWS_SHARED_CREDENTIALS_FILE=$work_dir/no-aws-credentials
-# Tokens signed by the TEST-ONLY RSA key of tests/fixtures/keys.
-JWT_VERIFICATION_KEY=$(cat tests/fixtures/keys/rsa-public.pem)
-export JWT_VERIFICATION_KEY
+start_dynalite
+export_local_settings "$TABLE" conformance
 
 echo "==> Creating and seeding $TABLE"
 cargo run --quiet --locked --example learnings_table -- seed
 
 # --- cargo lambda watch ------------------------------------------------------------------
 
-# A free port picked by the kernel. Another process could take it before cargo lambda watch
-# binds it, and the readiness check below then fails with the watch log.
-watch_port=$(python3 -c 'import socket; s = socket.socket(); s.bind(("127.0.0.1", 0)); print(s.getsockname()[1])')
+start_watch
 base_url=http://127.0.0.1:$watch_port/lambda-url/bootstrap
 
-echo "==> Starting cargo lambda watch on 127.0.0.1:$watch_port"
-# --ignore-changes keeps the binary built above for the whole run, although others may edit
-# src/ meanwhile. setpriv sends cargo lambda watch SIGTERM if the script dies without its
-# trap. The FIFO's write end is closed in this child, so that only the script keeps
-# dynalite alive.
-setpriv --pdeathsig TERM cargo lambda watch --ignore-changes \
-  --invoke-address 127.0.0.1 --invoke-port "$watch_port" \
-  >"$work_dir/watch.log" 2>&1 {dynalite_stdin}>&- &
-watch_pid=$!
-
-# cargo lambda watch starts the function on the first request. A request without a token is
-# that first request, because the function rejects it with 401 before any DynamoDB call.
-ready_start=$SECONDS
-deadline=$((SECONDS + READY_TIMEOUT))
-until ready_status=$(curl --silent --max-time 10 --output /dev/null --write-out '%{http_code}' \
-  -X DELETE "$base_url/learnings/users/readiness-probe") && [[ $ready_status != 000 ]]; do
-  if ! kill -0 "$watch_pid" 2>/dev/null; then
-    tail -n 20 "$work_dir/watch.log" >&2
-    fail "cargo lambda watch exited; the lines above are the end of its log"
-  fi
-  # cargo lambda watch 1.9.2 logs "command exited" when the function process ends, and does
-  # not start it again.
-  if grep -q 'command exited' "$work_dir/watch.log"; then
-    tail -n 20 "$work_dir/watch.log" >&2
-    fail "the function exited at start-up; the lines above are the end of the watch log"
-  fi
-  if ((SECONDS >= deadline)); then
-    tail -n 20 "$work_dir/watch.log" >&2
-    fail "the function did not respond within ${READY_TIMEOUT} s; the lines above are the end of the watch log"
-  fi
-  sleep 1
-done
+# Sends a request without a token, which the function rejects with 401 before any DynamoDB
+# call, and sets ready_status. curl reports 000 while nothing listens yet.
+probe_without_token() {
+  ready_status=$(curl --silent --max-time 10 --output /dev/null --write-out '%{http_code}' \
+    -X DELETE "$base_url/learnings/users/readiness-probe") && [[ $ready_status != 000 ]]
+}
+wait_until_ready probe_without_token
 if [[ $ready_status != 401 ]]; then
   tail -n 20 "$work_dir/watch.log" >&2
   fail "the function returned status $ready_status for a request without a token, expected 401"
 fi
-echo "the function responded after $((SECONDS - ready_start)) s"
 
-# Checks that every listening TCP socket of the servers is on 127.0.0.1.
-listening=""
-for pid in $dynalite_pid $watch_pid $(descendants "$watch_pid"); do
-  command_name=$(ps -o comm= -p "$pid" || echo exited)
-  for address in $(ss -H -ltnp | awk -v pid="pid=$pid," 'index($0, pid) { print $4 }'); do
-    [[ $address == 127.0.0.1:* ]] || fail "$command_name (pid $pid) listens on $address, not on 127.0.0.1"
-    listening="$listening $address ($command_name)"
-  done
-done
-[[ $listening == *" 127.0.0.1:$watch_port "* ]] || fail "cargo lambda watch does not listen on 127.0.0.1:$watch_port"
-echo "listening sockets:$listening; none on 0.0.0.0 or [::]"
+check_loopback_listeners
 
 # --- schemathesis ------------------------------------------------------------------------
 
