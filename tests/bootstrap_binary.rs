@@ -62,6 +62,35 @@ fn wait_for_exit(bootstrap: &mut Child) -> std::process::ExitStatus {
     }
 }
 
+/// A stand-in for Lambda's X-Ray daemon: a UDP socket on 127.0.0.1.
+struct XRayDaemon(std::net::UdpSocket);
+
+impl XRayDaemon {
+    fn start() -> Self {
+        let socket = std::net::UdpSocket::bind("127.0.0.1:0").unwrap();
+        socket
+            .set_read_timeout(Some(Duration::from_secs(10)))
+            .unwrap();
+        Self(socket)
+    }
+
+    /// Returns the value for AWS_XRAY_DAEMON_ADDRESS.
+    fn address(&self) -> String {
+        self.0.local_addr().unwrap().to_string()
+    }
+
+    /// Receives one subsegment document, waiting up to 10 s, and checks the
+    /// daemon protocol's header line before it.
+    fn receive(&self) -> Value {
+        let mut buffer = vec![0; 65_536];
+        let length = self.0.recv(&mut buffer).expect("a subsegment within 10 s");
+        let datagram = std::str::from_utf8(&buffer[..length]).unwrap();
+        let (header, document) = datagram.split_once('\n').unwrap();
+        assert_eq!(header, r#"{"format": "json", "version": 1}"#);
+        serde_json::from_str(document).unwrap()
+    }
+}
+
 /// Stops the binary and returns everything it wrote to stdout and stderr.
 fn stop_and_collect_output(mut child: Child) -> String {
     let _ = child.kill();
@@ -285,12 +314,8 @@ async fn deletion_sends_xray_subsegments() {
         .map(|key| ("user-a", key.as_str()))
         .collect();
     put_learnings(&client, &table, &keys, 100).await;
-    // A stand-in for Lambda's X-Ray daemon, which receives UDP datagrams.
-    let daemon = std::net::UdpSocket::bind("127.0.0.1:0").unwrap();
-    daemon
-        .set_read_timeout(Some(Duration::from_secs(10)))
-        .unwrap();
-    let daemon_address = daemon.local_addr().unwrap().to_string();
+    let daemon = XRayDaemon::start();
+    let daemon_address = daemon.address();
     let runtime_api = RuntimeApi::start();
     let bootstrap = start_bootstrap(
         &runtime_api,
@@ -308,16 +333,11 @@ async fn deletion_sends_xray_subsegments() {
 
     // The deletion's subsegment closes last, after its calls.
     let mut subsegments = Vec::new();
-    let mut buffer = vec![0; 65_536];
     while !subsegments
         .iter()
         .any(|document: &Value| document["name"] == "delete_learnings")
     {
-        let length = daemon.recv(&mut buffer).expect("a subsegment within 10 s");
-        let datagram = std::str::from_utf8(&buffer[..length]).unwrap();
-        let (header, document) = datagram.split_once('\n').unwrap();
-        assert_eq!(header, r#"{"format": "json", "version": 1}"#);
-        subsegments.push(serde_json::from_str::<Value>(document).unwrap());
+        subsegments.push(daemon.receive());
     }
     stop_and_collect_output(bootstrap);
 
@@ -395,11 +415,8 @@ async fn near_deadline_gets_500_not_timeout() {
     )
     .await;
     let before = snapshot(&client, &table).await;
-    let daemon = std::net::UdpSocket::bind("127.0.0.1:0").unwrap();
-    daemon
-        .set_read_timeout(Some(Duration::from_secs(10)))
-        .unwrap();
-    let daemon_address = daemon.local_addr().unwrap().to_string();
+    let daemon = XRayDaemon::start();
+    let daemon_address = daemon.address();
     let runtime_api = RuntimeApi::start();
     let bootstrap = start_bootstrap(
         &runtime_api,
@@ -433,11 +450,7 @@ async fn near_deadline_gets_500_not_timeout() {
     assert!(output.contains("invocation deadline"), "{output}");
 
     // The deletion made no call, and X-Ray shows it as a fault.
-    let mut buffer = vec![0; 65_536];
-    let length = daemon.recv(&mut buffer).expect("a subsegment within 10 s");
-    let datagram = std::str::from_utf8(&buffer[..length]).unwrap();
-    let (_, document) = datagram.split_once('\n').unwrap();
-    let deletion: Value = serde_json::from_str(document).unwrap();
+    let deletion = daemon.receive();
     assert_eq!(deletion["name"], "delete_learnings", "{deletion}");
     assert_eq!(deletion["fault"], true, "{deletion}");
 }
