@@ -42,9 +42,29 @@ template-lint: $(PYTHON_TOOLS)
 	LOG_LEVEL=ERROR $(VENV)/bin/checkov --file template.yaml --framework cloudformation --skip-download --compact --quiet
 	$(VENV)/bin/python scripts/check_template_grants.py template.yaml
 
-## sam-build: `sam build --beta-features` of template.yaml (arm64 needs the aarch64-unknown-linux-gnu target)
+# The SAM CLI with cargo-lambda on its PATH and without telemetry. After a
+# command, the SAM CLI asks the package registry for its newest version, at
+# most once a week; a failed request only skips that notice.
+SAM := PATH="$(CURDIR)/$(VENV)/bin:$$PATH" SAM_CLI_TELEMETRY=0 $(VENV)/bin/sam
+# The build's architecture in check-template: this machine's, so that no
+# cross-compiling target has to be installed.
+SAM_CHECK_ARCHITECTURE := $(if $(filter aarch64 arm64,$(shell uname -m)),arm64,x86_64)
+SAM_BOOTSTRAP := .aws-sam/build/DeleteLearningUserFunction/bootstrap
+
+## sam-build: `sam build` of template.yaml for deployment (arm64 needs the aarch64-unknown-linux-gnu target)
 sam-build: $(PYTHON_TOOLS) $(SAM_CLI)
-	PATH="$(CURDIR)/$(VENV)/bin:$$PATH" SAM_CLI_TELEMETRY=0 sam build --beta-features --language-extensions
+	$(SAM) build --beta-features --language-extensions
+
+.PHONY: check-template
+
+## check-template: `sam validate --lint` and `sam build` for this machine's architecture, then the grants check on the built template
+check-template: $(PYTHON_TOOLS) $(SAM_CLI)
+	$(SAM) validate --lint
+	rm -rf .aws-sam/build
+	$(SAM) build --beta-features --language-extensions --parameter-overrides Architecture=$(SAM_CHECK_ARCHITECTURE)
+	test -x $(SAM_BOOTSTRAP)
+	cmp -s -n 4 $(SAM_BOOTSTRAP) <(printf '\177ELF') || { echo "$(SAM_BOOTSTRAP) is not an ELF executable" >&2; exit 1; }
+	$(VENV)/bin/python scripts/check_template_grants.py .aws-sam/build/template.yaml
 
 ## bench: throughput, memory, DELETE_CONCURRENCY sweep and cold start of the release binary on dynalite, written to BENCHMARKS.md
 ## (settings: BENCH_SIZES=1000,10000,100000 BENCH_REPEATS=3 BENCH_LATENCY_MS=5 BENCH_CONCURRENCY=8)
