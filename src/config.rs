@@ -300,13 +300,15 @@ fn read_audit_config(lookup: &impl Fn(&str) -> Option<String>) -> Result<AuditCo
                 ),
             ));
         }
-        (true, Some(key)) if key.len() < MIN_AUDIT_KEY_BYTES => {
+        // Whitespace around the key does not count, so that a blank or
+        // padded value cannot pass for a secret. The key itself is used as set.
+        (true, Some(key)) if key.trim().len() < MIN_AUDIT_KEY_BYTES => {
             // The message gives the length only, never the key.
             return Err(ConfigError::new(
                 "AUDIT_HASH_KEY",
                 format!(
-                    "is {} bytes long; it must be at least {MIN_AUDIT_KEY_BYTES} bytes",
-                    key.len()
+                    "is {} bytes long without its leading and trailing whitespace; it must be at least {MIN_AUDIT_KEY_BYTES} bytes",
+                    key.trim().len()
                 ),
             ));
         }
@@ -670,9 +672,26 @@ mod tests {
         ])
         .unwrap_err();
 
+        let padded = config_from(&[
+            ("LEARNINGS_TABLE", "agno_learnings"),
+            ("AUDIT_HASH_USER_IDS", "true"),
+            ("AUDIT_HASH_KEY", "  short-secret-padded-with-spaces  \n"),
+        ])
+        .unwrap_err();
+        let blank = config_from(&[
+            ("LEARNINGS_TABLE", "agno_learnings"),
+            ("AUDIT_HASH_USER_IDS", "true"),
+            ("AUDIT_HASH_KEY", &" ".repeat(MIN_AUDIT_KEY_BYTES)),
+        ])
+        .unwrap_err();
+
         assert_eq!(missing.variable, "AUDIT_HASH_KEY");
         assert_eq!(short.variable, "AUDIT_HASH_KEY");
         assert!(!short.to_string().contains("short-secret"));
+        assert_eq!(padded.variable, "AUDIT_HASH_KEY");
+        assert!(padded.to_string().contains("is 31 bytes long"), "{padded}");
+        assert_eq!(blank.variable, "AUDIT_HASH_KEY");
+        assert!(blank.to_string().contains("is 0 bytes long"), "{blank}");
     }
 
     #[test]
