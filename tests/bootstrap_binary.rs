@@ -222,6 +222,34 @@ fn missing_table_variable_stops_start_up() {
     assert!(output.contains("LEARNINGS_TABLE"), "{output}");
 }
 
+#[test]
+fn misspelled_log_level_keeps_error_lines() {
+    let runtime_api = RuntimeApi::start();
+    let mut bootstrap = start_bootstrap(&runtime_api, &[("AWS_LAMBDA_LOG_LEVEL", "ERORR")]);
+
+    let status = wait_for_exit(&mut bootstrap);
+    let output = stop_and_collect_output(bootstrap);
+    let lines: Vec<Value> = output
+        .lines()
+        .filter_map(|line| serde_json::from_str(line).ok())
+        .collect();
+
+    assert!(!status.success());
+    assert!(
+        lines.iter().any(|line| line["level"] == "WARN"
+            && line["message"]
+                .as_str()
+                .is_some_and(|message| message.contains("AWS_LAMBDA_LOG_LEVEL 'ERORR'"))),
+        "{output}"
+    );
+    assert!(
+        lines
+            .iter()
+            .any(|line| line["level"] == "ERROR" && line["variable"] == "LEARNINGS_TABLE"),
+        "{output}"
+    );
+}
+
 #[tokio::test]
 async fn trace_logs_never_contain_the_token() {
     let client = dynamodb_client();
