@@ -1,13 +1,16 @@
 # Every target installs what it needs: npm packages from package-lock.json
-# into node_modules, Python tools from requirements-dev.txt into .venv, and
-# crates through Cargo.
+# into node_modules, Python tools from requirements-dev.txt into .venv, the
+# SAM CLI from requirements-sam.txt into .sam-venv, and crates through Cargo.
 
 SHELL := bash
 .SHELLFLAGS := -euo pipefail -c
 
 VENV := .venv
 PYTHON_TOOLS := $(VENV)/.installed
-SAM_CLI := $(VENV)/.sam-installed
+# The SAM CLI gets its own venv, because its boto3 and packaging pins
+# conflict with checkov's.
+SAM_VENV := .sam-venv
+SAM_CLI := $(SAM_VENV)/.installed
 NODE_TOOLS := node_modules/.installed
 BENCH_VENV := .bench-venv
 BENCH_PYTHON_TOOLS := $(BENCH_VENV)/.installed
@@ -45,7 +48,7 @@ template-lint: $(PYTHON_TOOLS)
 # The SAM CLI with cargo-lambda on its PATH and without telemetry. After a
 # command, the SAM CLI asks the package registry for its newest version, at
 # most once a week; a failed request only skips that notice.
-SAM := PATH="$(CURDIR)/$(VENV)/bin:$$PATH" SAM_CLI_TELEMETRY=0 $(VENV)/bin/sam
+SAM := PATH="$(CURDIR)/$(VENV)/bin:$$PATH" SAM_CLI_TELEMETRY=0 $(SAM_VENV)/bin/sam
 # The build's architecture in check-template: this machine's, so that no
 # cross-compiling target has to be installed.
 SAM_CHECK_ARCHITECTURE := $(if $(filter aarch64 arm64,$(shell uname -m)),arm64,x86_64)
@@ -113,10 +116,11 @@ $(PYTHON_TOOLS): requirements-dev.txt
 	$(VENV)/bin/pip install --quiet --disable-pip-version-check -r requirements-dev.txt
 	touch $@
 
-$(SAM_CLI): requirements-sam.txt $(PYTHON_TOOLS)
-	$(VENV)/bin/pip install --quiet --disable-pip-version-check -r requirements-sam.txt
+$(SAM_CLI): requirements-sam.txt
+	python3 -m venv $(SAM_VENV)
+	$(SAM_VENV)/bin/pip install --quiet --disable-pip-version-check -r requirements-sam.txt
 	touch $@
 
 clean:
-	rm -rf $(VENV) $(BENCH_VENV) $(CONFORMANCE_VENV) node_modules target .aws-sam .demo .conformance
+	rm -rf $(VENV) $(SAM_VENV) $(BENCH_VENV) $(CONFORMANCE_VENV) node_modules target .aws-sam .demo .conformance
 	rm -rf .tools fuzz/target fuzz/corpus fuzz/artifacts fuzz/coverage
