@@ -690,6 +690,10 @@ mod tests {
         assert!(!short.to_string().contains("short-secret"));
         assert_eq!(padded.variable, "AUDIT_HASH_KEY");
         assert!(padded.to_string().contains("is 31 bytes long"), "{padded}");
+        assert!(
+            !padded.to_string().contains("padded-with-spaces"),
+            "{padded}"
+        );
         assert_eq!(blank.variable, "AUDIT_HASH_KEY");
         assert!(blank.to_string().contains("is 0 bytes long"), "{blank}");
     }
